@@ -1,0 +1,59 @@
+"""What to do to each image: the ops and their parameters, and its fingerprint.
+
+A :class:`Plan` is JSON-able (it travels in Celery messages). Its fingerprint
+identifies "the same input processed with the same settings and software", so
+re-runs can skip work already done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from worker import __version__
+
+OPS = ("remove-text", "upscale")
+
+
+class Plan(BaseModel):
+    ops: list[str] = Field(default_factory=lambda: ["remove-text"])
+    scale: float = 4.0
+    mask_type: Literal["soft", "binary"] = "soft"
+    mask_sigma: float = 4.0
+    mask_threshold: float = 0.3
+    mask_dilate: int = 2
+    seed: int = 0
+    inpaint: str = "auto"
+    upscale: str = "auto"
+    no_hallucination: bool = False
+    margin: int = 32
+    format: str | None = None
+    quality: int = 95
+    device: str = "auto"
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, ops: list[str]) -> list[str]:
+        unknown = [op for op in ops if op not in OPS]
+        if unknown:
+            raise ValueError(f"unknown op(s) {', '.join(unknown)}; known: {', '.join(OPS)}")
+        if not ops:
+            raise ValueError("at least one op is required")
+        return [op for op in OPS if op in ops]  # canonical order: remove text, then upscale
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, scale: float) -> float:
+        if not 1.0 <= scale <= 8.0:
+            raise ValueError(f"scale must be between 1 and 8 but is {scale}")
+        return scale
+
+    def fingerprint(self) -> str:
+        """sha256 (hex, 16 chars) of the settings that change the output and the
+        software version. The device is left out: it should not change results."""
+        payload = self.model_dump(exclude={"device"})
+        payload["version"] = __version__
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
