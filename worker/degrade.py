@@ -43,7 +43,8 @@ def random_text_specs(rng: np.random.Generator, width: int, height: int, lines: 
                       min_opacity: float = 1.0) -> list[TextSpec]:
     """Random captions that fit inside a width x height image."""
     specs = []
-    for _ in range(lines):
+    band = height / lines  # one line per horizontal band, so lines do not pile up
+    for line in range(lines):
         size = int(rng.integers(min_size, max_size + 1))
         text = str(rng.choice(WORDS))
         if rng.random() < 0.5:
@@ -51,7 +52,8 @@ def random_text_specs(rng: np.random.Generator, width: int, height: int, lines: 
         font = str(rng.choice(FONTS))
         box_w = int(size * 0.62 * len(text)) + 4
         x = int(rng.integers(0, max(1, width - box_w)))
-        y = int(rng.integers(0, max(1, height - size - 4)))
+        top = int(line * band)
+        y = int(rng.integers(top, max(top + 1, int(top + band - size * 1.3))))
         bright = rng.random() < 0.5
         base = rng.integers(200, 256, size=3) if bright else rng.integers(0, 60, size=3)
         specs.append(TextSpec(

@@ -15,7 +15,10 @@ RADIUS = 5
 
 
 def _plane(plane: np.ndarray, mask: np.ndarray, flag: int) -> np.ndarray:
-    return cv2.inpaint(plane.astype(np.float32), mask.astype(np.uint8), RADIUS, flag)
+    # OpenCV's float path assumes an 8-bit value range (its weights go wrong on
+    # [0, 1] data), so work in float [0, 255]: fractional levels keep 16-bit detail.
+    scaled = np.ascontiguousarray(plane, dtype=np.float32) * 255.0
+    return cv2.inpaint(scaled, mask.astype(np.uint8), RADIUS, flag) / 255.0
 
 
 def telea_plane(plane: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Model loading: the per-process cache, the model store and its manifest."""
