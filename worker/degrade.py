@@ -65,6 +65,27 @@ def random_text_specs(rng: np.random.Generator, width: int, height: int, lines: 
     return specs
 
 
+def legible(rgb: np.ndarray, specs: list[TextSpec]) -> list[TextSpec]:
+    """The same specs with each colour flipped to light or dark so it contrasts
+    with the photo under its box (captions are meant to be read). The hue
+    variation of the original colour is kept."""
+    from dataclasses import replace
+
+    out = []
+    h, w = rgb.shape[:2]
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    for spec in specs:
+        x, y = spec.xy
+        box = luma[max(0, y):min(h, y + int(spec.size * 1.3)), max(0, x):min(w, x + int(spec.size * 0.62 * len(spec.text)))]
+        background = float(box.mean()) if box.size else 0.5
+        c = np.asarray(spec.colour, np.float32)
+        light = c.mean() > 127
+        if light == (background > 0.5):
+            c = 255.0 - c
+        out.append(replace(spec, colour=tuple(int(v) for v in c)))
+    return out
+
+
 def render_text_layer(width: int, height: int, specs: list[TextSpec]) -> tuple[np.ndarray, np.ndarray]:
     """The overlay as (colour float32 HxWx3 in [0,1], coverage float32 HxW in [0,1]);
     coverage already includes each line's opacity."""

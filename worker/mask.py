@@ -22,6 +22,10 @@ import cv2
 import numpy as np
 
 
+TEXT_COLOUR_DELTA_E = 8.0
+TEXT_COLOUR_TOLERANCE = 0.5
+
+
 @dataclass(frozen=True)
 class MaskParams:
     type: str = "soft"          # "soft" | "binary"
@@ -47,6 +51,7 @@ class MaskResult:
     core: np.ndarray
     regions: np.ndarray
     boxes: list[list[int]]
+    strokes: np.ndarray | None = None
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -113,6 +118,13 @@ def stroke_probability(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
         return prob  # no distinct text colour (ΔE < 6): nothing to remove here
     d_text = np.linalg.norm(lab - text, axis=2)
     member = np.clip(0.5 + (dist_bg - d_text) / (2 * separation), 0.0, 1.0)
+    # Where the background happens to match the text colour (white text crossing a
+    # white object), the median cannot tell them apart; such pixels are text-coloured,
+    # and filling them costs little, while leaving them leaves glyph fragments.
+    member = np.where(d_text <= TEXT_COLOUR_DELTA_E, np.maximum(member, 0.75), member)
+    # Closer to the text colour than to the background is not enough: dark eyes
+    # under dark text are too. Text is one colour, so stay near it.
+    member = np.where(d_text <= TEXT_COLOUR_TOLERANCE * separation, member, member * 0.3)
     prob[y0:y1, x0:x1] = np.where(sub, member, 0.0)
     return prob
 
@@ -144,7 +156,19 @@ def mask_from_strokes(strokes: np.ndarray, params: MaskParams, regions: np.ndarr
         feather = np.clip(blurred / 0.5, 0.0, 1.0)  # a stroke edge pixel sees ~half the kernel
         soft = np.where(core, np.maximum(strokes.astype(np.float32), feather), 0.0).astype(np.float32)
     regions = core.copy() if regions is None else regions
-    return MaskResult(soft=soft, binary=core.copy(), core=core, regions=regions, boxes=boxes or [])
+    return MaskResult(soft=soft, binary=core.copy(), core=core, regions=regions, boxes=boxes or [],
+                      strokes=strokes)
+
+
+def stroke_width(strokes: np.ndarray) -> float:
+    """Median stroke width in px: twice the distance to the edge along the skeleton."""
+    from skimage.morphology import skeletonize
+
+    if not strokes.any():
+        return 0.0
+    skeleton = skeletonize(strokes)
+    dist = cv2.distanceTransform(strokes.astype(np.uint8), cv2.DIST_L2, 3)
+    return float(2.0 * np.median(dist[skeleton])) if skeleton.any() else 0.0
 
 
 def mask_stats(confidence: np.ndarray, result: MaskResult) -> dict:
@@ -153,10 +177,7 @@ def mask_stats(confidence: np.ndarray, result: MaskResult) -> dict:
     core = result.core
     inside = confidence[core]
     pct = {f"p{q}": round(float(np.percentile(inside, q)), 4) for q in (5, 25, 50, 75, 95)} if inside.size else {}
-    dist = cv2.distanceTransform(core.astype(np.uint8), cv2.DIST_L2, 3)
-    # stroke width ~ 2 x the distance-to-edge on the medial axis; the upper decile of
-    # the distance transform approximates the medial axis values cheaply
-    width = float(2 * np.percentile(dist[core], 90)) if core.any() else 0.0
+    width = stroke_width(result.strokes) if result.strokes is not None else 0.0
     return {
         "coverage": round(float(core.mean()), 6),
         "fill_coverage": round(float(result.binary.mean()), 6),
@@ -168,9 +189,9 @@ def mask_stats(confidence: np.ndarray, result: MaskResult) -> dict:
     }
 
 
-def confidence_sample(confidence: np.ndarray, result: MaskResult, limit: int = 4096) -> np.ndarray:
-    """A deterministic subsample of the confidences inside the mask core (for histograms)."""
-    inside = confidence[result.core]
+def confidence_sample(confidence: np.ndarray, core: np.ndarray, limit: int = 4096) -> np.ndarray:
+    """A deterministic subsample of the confidences inside the bool mask ``core`` (for histograms)."""
+    inside = confidence[core]
     if inside.size <= limit:
         return inside
     return inside[np.linspace(0, inside.size - 1, limit).astype(int)]

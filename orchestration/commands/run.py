@@ -1,0 +1,130 @@
+"""``retouch run``: restore files and folders in-process, no servers needed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+DESCRIPTION = """Restore images in-process: detect text and watermarks, inpaint them, post-process the
+seams, upscale. Writes, per image, the output, a JSON sidecar (<output>.json) and, with
+--save-masks, the confidence map and the soft mask as 16-bit PNGs. Inputs are never modified.
+Exit code 1 if any image failed (the others are still processed)."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="restore images in-process (embedded, no servers)", description=DESCRIPTION)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (mirrors the input folder layout)")
+    p.add_argument("--ops", default="remove-text", help="comma-separated: remove-text,upscale (default remove-text)")
+    p.add_argument("--scale", type=float, default=4.0, help="upscale factor, 1-8 (default 4)")
+    p.add_argument("--mask-type", choices=["soft", "binary"], default="soft", help="soft (feathered) or binary mask")
+    p.add_argument("--mask-sigma", type=float, default=4.0, help="feathering sigma in px (default 4)")
+    p.add_argument("--mask-threshold", type=float, default=0.3, help="detector probability threshold (default 0.3)")
+    p.add_argument("--mask-dilate", type=int, default=2, help="px added around strokes (default 2)")
+    p.add_argument("--masks", type=Path, help="folder of user masks (<image stem>.png, soft 0-255 or binary); "
+                                              "a mask found there replaces detection")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    p.add_argument("--inpaint", default="auto", help="auto or a variant: telea, ns, patchmatch")
+    p.add_argument("--upscale", default="auto", help="auto or a variant (see `retouch models list`)")
+    p.add_argument("--no-hallucination", action="store_true",
+                   help="forensic mode: never use a learned upscaler (Lanczos unless --upscale bicubic)")
+    p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    p.add_argument("--save-masks", action="store_true", help="also write the confidence map and the mask")
+    p.add_argument("--force", action="store_true", help="redo images whose output is already up to date")
+    p.add_argument("--max-pixels", type=int, help="refuse larger images (default from settings: 100 MP)")
+    p.add_argument("--device", help="auto, cpu or cuda:N (default from settings: auto)")
+    p.add_argument("--metrics-textfile", type=Path,
+                   help="write Prometheus metrics of this run to this file (node-exporter textfile format)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from orchestration.local import discover, run_batch
+    from orchestration.plan import Plan
+    from orchestration.settings import load_settings
+    from worker import inpaint, upscale
+    from worker.models.cache import ModelCache
+
+    settings = load_settings(max_pixels=args.max_pixels, device=args.device)
+    try:
+        plan = Plan(ops=[o.strip() for o in args.ops.split(",") if o.strip()], scale=args.scale,
+                    mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
+                    mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
+                    no_hallucination=args.no_hallucination, format=args.format, quality=args.quality,
+                    device=settings.device)
+        if plan.inpaint != "auto":
+            inpaint.get(plan.inpaint)
+        if plan.upscale != "auto":
+            upscale.variant_info(plan.upscale, upscale.UpscaleOptions(model_dir=settings.model_dir))
+    except (ValidationError, KeyError, ValueError) as exc:
+        print(f"retouch run: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    missing = [p for p in args.paths if not Path(p).exists()]
+    for p in missing:
+        print(f"retouch run: {p}: no such file or folder", file=sys.stderr)
+
+    _log_decisions_to(args.out / "retouch-decisions.jsonl")
+    files = discover([p for p in args.paths if Path(p).exists()], exclude=args.out)
+    metrics = _metrics(args)
+    cache = ModelCache(device=settings.device, model_dir=settings.model_dir,
+                       on_load=(metrics.model_loaded if metrics is not None else None))
+    bar = None
+    if not args.no_progress and files:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), unit="img", desc="retouch", file=sys.stderr, dynamic_ncols=True)
+    start = time.perf_counter()
+
+    def done(outcome):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{outcome.status}: {outcome.source.name}", refresh=False)
+
+    report = run_batch(files, args.out, plan, cache, max_pixels=settings.max_pixels, force=args.force,
+                       save_masks=args.save_masks, mask_dir=args.masks, metrics=metrics, on_done=done)
+    if bar is not None:
+        bar.close()
+    if metrics is not None and args.metrics_textfile:
+        metrics.write_textfile(str(args.metrics_textfile))
+    elapsed = time.perf_counter() - start
+    ok, skipped, failed = report.count("ok"), report.count("skipped"), report.count("failed") + len(missing)
+    print(f"retouch: {ok} restored, {skipped} skipped (up to date), {failed} failed "
+          f"in {elapsed:.1f}s -> {args.out}")
+    for outcome in report.failed:
+        print(f"  FAILED {outcome.error}")
+    return 1 if failed else 0
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return str(exc).splitlines()[0]
+
+
+def _log_decisions_to(path: Path) -> None:
+    """Every model-selection decision also goes to a JSON Lines file in the output folder."""
+    from monitoring.logs import DECISION_LOGGER, JsonFormatter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(DECISION_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _metrics(args):
+    if not args.metrics_textfile:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import Metrics
+
+    return Metrics(registry=CollectorRegistry())

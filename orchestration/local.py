@@ -1,0 +1,210 @@
+"""The embedded runner: restore images in-process, with no servers.
+
+:func:`restore` chains the steps for one decoded image; :func:`run_batch`
+walks files and folders, writes outputs and JSON sidecars, skips work already
+done, and keeps going when an image fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from orchestration import steps
+from orchestration.plan import Plan
+from worker import __version__
+from worker.io import (EXTENSIONS, SUFFIX, Image, ImageError, decode, decode_map, encode, encode_map)
+from worker.models.cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    image: Image
+    record: dict
+    confidence: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def restore(img: Image, plan: Plan, cache: ModelCache, user_mask: np.ndarray | None = None,
+            metrics=None, job: str | None = None) -> Restored:
+    """Apply the plan's ops to one image. Returns the output image (metadata kept)
+    and the record: ops, decisions with reasons, seed, timings, mask stats."""
+    ctx = steps.Context(image=img.name, job=job, metrics=metrics)
+    rgb, alpha = img.rgb, img.alpha
+    confidence = mask = None
+    if "remove-text" in plan.ops:
+        detection = steps.detect(rgb, plan, cache, ctx, user_mask)
+        filled, alpha, decision = steps.inpaint(rgb, alpha, detection, plan, ctx)
+        if decision.variant != "none":
+            rgb = steps.postprocess(rgb, filled, detection, ctx)
+        confidence, mask = detection.confidence, detection.soft
+    if "upscale" in plan.ops:
+        rgb, alpha, _ = steps.upscale(rgb, alpha, plan, cache, ctx)
+    record = {
+        "software": {"name": "retouch", "version": __version__},
+        "ops": plan.ops,
+        "seed": plan.seed,
+        "fingerprint": plan.fingerprint(),
+        "plan": plan.model_dump(),
+        **ctx.record,
+        "variants": {d["stage"]: d["variant"] for d in ctx.record["decisions"]},
+        "input": {"name": img.name, "width": img.size[0], "height": img.size[1], "format": img.format,
+                  "bit_depth": img.bit_depth, "alpha": img.alpha is not None, "icc": img.icc_profile is not None},
+    }
+    return Restored(img.with_pixels(rgb, alpha), record, confidence, mask)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- batch over files -------------------------------------------------------
+
+@dataclass
+class Outcome:
+    source: Path
+    status: str              # "ok" | "skipped" | "failed"
+    output: Path | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(file, root) pairs: named files as given, folders searched recursively
+    for known image extensions (hidden files skipped), in sorted order."""
+    found: list[tuple[Path, Path]] = []
+    exclude = exclude.resolve() if exclude else None
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if not f.is_file() or f.suffix.lower() not in EXTENSIONS:
+                    continue
+                rel = f.relative_to(path)
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
+                if exclude and exclude in f.resolve().parents:
+                    continue
+                found.append((f, path))
+        else:
+            found.append((path, path.parent))
+    return found
+
+
+def output_paths(source: Path, root: Path, out_dir: Path, fmt: str | None, src_format: str | None) -> dict[str, Path]:
+    rel = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
+    target_format = (fmt or src_format or "PNG").upper()
+    target_format = {"JPG": "JPEG", "TIF": "TIFF"}.get(target_format, target_format)
+    base = out_dir / rel.parent
+    suffix = source.suffix if not fmt and source.suffix.lower() in EXTENSIONS else SUFFIX.get(target_format, ".png")
+    return {
+        "output": base / f"{rel.stem}{suffix}",
+        "sidecar": base / f"{rel.stem}{suffix}.json",
+        "confidence": base / f"{rel.stem}.confidence.png",
+        "mask": base / f"{rel.stem}.mask.png",
+    }
+
+
+def _already_done(paths: dict[str, Path], input_sha: str, fingerprint: str) -> bool:
+    try:
+        record = json.loads(paths["sidecar"].read_text())
+        data = paths["output"].read_bytes()
+    except (OSError, ValueError):
+        return False
+    return (record.get("input", {}).get("sha256") == input_sha and record.get("fingerprint") == fingerprint
+            and record.get("output", {}).get("sha256") == sha256(data))
+
+
+def process_file(source: Path, root: Path, out_dir: Path, plan: Plan, cache: ModelCache, *,
+                 max_pixels: int, force: bool = False, save_masks: bool = False,
+                 mask_dir: Path | None = None, metrics=None) -> Outcome:
+    """Restore one file. Never raises for a bad image: the outcome says why."""
+    start = time.perf_counter()
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        return Outcome(source, "failed", error=f"{source}: cannot read file ({exc.strerror or exc})")
+    input_sha = sha256(data)
+    paths = output_paths(source, root, out_dir, plan.format, EXTENSIONS.get(source.suffix.lower()))
+    if not force and _already_done(paths, input_sha, plan.fingerprint()):
+        return Outcome(source, "skipped", paths["output"], seconds=time.perf_counter() - start)
+    try:
+        img = decode(data, str(source), max_pixels)
+        user_mask = None
+        if mask_dir is not None and (mask_dir / f"{source.stem}.png").is_file():
+            mask_file = mask_dir / f"{source.stem}.png"
+            user_mask = decode_map(mask_file.read_bytes(), str(mask_file))
+        restored = restore(img, plan, cache, user_mask, metrics=metrics)
+        out_bytes = encode(restored.image, plan.format, plan.quality)
+    except (ImageError, ValueError) as exc:
+        return Outcome(source, "failed", error=str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}",
+                       seconds=time.perf_counter() - start)
+    except Exception as exc:  # a bug or model failure on one image must not stop the batch
+        log.exception("unexpected failure on %s", source)
+        return Outcome(source, "failed", error=f"{source}: {type(exc).__name__}: {exc}",
+                       seconds=time.perf_counter() - start)
+
+    paths["output"].parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(paths["output"], out_bytes)
+    record = restored.record
+    record["input"].update({"path": str(source), "sha256": input_sha})
+    record["output"] = {"path": str(paths["output"]), "sha256": sha256(out_bytes),
+                        "width": restored.image.size[0], "height": restored.image.size[1],
+                        "format": (plan.format or img.format).upper()}
+    if save_masks and restored.confidence is not None:
+        _atomic_write(paths["confidence"], encode_map(restored.confidence))
+        _atomic_write(paths["mask"], encode_map(restored.mask))
+        record["artifacts"] = {"confidence": str(paths["confidence"]), "mask": str(paths["mask"])}
+    record["timings"]["total"] = round(time.perf_counter() - start, 4)
+    _atomic_write(paths["sidecar"], json.dumps(record, indent=2, default=_json_default).encode())
+    return Outcome(source, "ok", paths["output"], seconds=time.perf_counter() - start)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: ModelCache, *,
+              max_pixels: int, force: bool = False, save_masks: bool = False, mask_dir: Path | None = None,
+              metrics=None, on_done: Callable[[Outcome], None] | None = None) -> BatchReport:
+    report = BatchReport()
+    for source, root in files:
+        outcome = process_file(source, root, out_dir, plan, cache, max_pixels=max_pixels, force=force,
+                               save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
+        if metrics is not None:
+            metrics.image_finished(outcome.status)
+        if outcome.status == "failed":
+            log.warning("%s", outcome.error)
+        report.outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+    return report

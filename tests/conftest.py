@@ -1,0 +1,44 @@
+"""Shared fixtures: real photos (scikit-image's bundled samples), text overlays
+with their ground truth, and the real detector (loaded once per session)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+
+from worker.degrade import legible, overlay_text, random_text_specs
+
+# Crops of real colour photos shipped inside scikit-image (no download).
+PHOTOS = {
+    "astronaut": lambda: skimage.data.astronaut()[:256, :256],
+    "chelsea": lambda: skimage.data.chelsea()[:256, :256],
+    "coffee": lambda: skimage.data.coffee()[:256, 100:356],
+    "rocket": lambda: skimage.data.rocket()[:256, :256],
+    "motorcycle": lambda: skimage.data.stereo_motorcycle()[0][100:356, 200:456],
+}
+
+
+def photo(name: str) -> np.ndarray:
+    """float32 HxWx3 in [0, 1]."""
+    return PHOTOS[name]().astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from worker.detect import TextDetector
+
+    return TextDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def overlaid():
+    """name -> (clean, degraded, true mask) for every photo, seeded per photo."""
+    cases = {}
+    for i, name in enumerate(PHOTOS):
+        clean = photo(name)
+        specs = random_text_specs(np.random.default_rng(100 + i), clean.shape[1], clean.shape[0],
+                                  lines=3, max_angle=10, min_opacity=0.8)
+        degraded, truth = overlay_text(clean, legible(clean, specs))
+        cases[name] = (clean, degraded, truth)
+    return cases
