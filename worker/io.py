@@ -97,7 +97,7 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
     except UnidentifiedImageError:
         raise ImageError(name, "not a recognised image file (unknown or corrupt header)") from None
     except OSError as exc:
-        raise ImageError(name, f"cannot open image ({exc})") from None
+        raise ImageError(name, f"truncated or corrupt image data ({exc})") from None
     fmt = "JPEG" if pil.format == "MPO" else pil.format
     if fmt not in FORMATS:
         raise ImageError(name, f"unsupported format {pil.format}; supported: {', '.join(FORMATS)}")
@@ -149,7 +149,8 @@ def _decode_pixels(pil: PILImage.Image, data: bytes, fmt: str, name: str) -> tup
         if arr is None:
             raise ImageError(name, "truncated or corrupt image data (16-bit PNG did not decode)")
         return _bgr_to_rgb(arr), 16
-    if fmt == "TIFF" and pil.mode not in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK") and not pil.mode.startswith("I;16"):
+    if fmt == "TIFF" and (_tiff_is_16bit_colour(pil) or (
+            pil.mode not in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK") and not pil.mode.startswith("I;16"))):
         arr = tifffile.imread(BytesIO(data))
         if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] in (3, 4):
             return arr, 16
@@ -181,6 +182,12 @@ def _png_is_16bit_colour(data: bytes) -> bool:
     if len(data) < 26 or data[12:16] != b"IHDR":
         return False
     return data[24] == 16 and data[25] in (2, 6)
+
+
+def _tiff_is_16bit_colour(pil: PILImage.Image) -> bool:
+    bits = pil.tag_v2.get(258, (8,)) if hasattr(pil, "tag_v2") else (8,)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return max(bits) == 16 and len(bits) >= 3
 
 
 def _bgr_to_rgb(arr: np.ndarray) -> np.ndarray:

@@ -1,0 +1,161 @@
+"""`retouch run` as a user runs it: samples, sidecars, skips, bad input, masks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from orchestration.cli import main
+from worker.io import decode_map, read_image
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SIDECAR_FIELDS = {"software", "ops", "seed", "fingerprint", "timings", "decisions", "variants", "mask", "input", "output"}
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    src = tmp_path_factory.mktemp("in")
+    for f in EXAMPLES.iterdir():
+        if f.suffix in (".jpg", ".png"):
+            shutil.copy(f, src / f.name)
+    out = tmp_path_factory.mktemp("out")
+    before = _tree_digest(src)
+    code = main(["run", str(src), "--out", str(out), "--save-masks", "--no-progress", "--seed", "7"])
+    return src, out, before, code
+
+
+def test_samples_restored_with_complete_sidecars(sample_run, detector):
+    src, out, before, code = sample_run
+    assert code == 0
+    images = sorted(p for p in src.iterdir())
+    assert len(images) >= 4
+    for image in images:
+        output = out / image.name
+        record = json.loads((out / f"{image.name}.json").read_text())
+        assert SIDECAR_FIELDS <= set(record), set(record) ^ SIDECAR_FIELDS
+        assert record["input"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+        assert record["output"]["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
+        assert record["seed"] == 7 and record["ops"] == ["remove-text"]
+        assert record["software"]["version"]
+        assert {"detect", "inpaint", "postprocess"} <= set(record["timings"])
+        decision = record["decisions"][0]
+        assert decision["stage"] == "inpaint" and decision["reason"] and decision["inputs"]
+        assert record["mask"]["regions"] >= 1 and 0 < record["mask"]["coverage"] < 0.5
+        # the text is gone for the detector inside the regions it found before
+        restored = read_image(output)
+        assert restored.format == read_image(image).format
+        conf_after = detector.confidence(restored.rgb)
+        regions = np.zeros(conf_after.shape, bool)
+        for x, y, w, h in record["mask"]["boxes"]:
+            regions[y:y + h, x:x + w] = True
+        assert conf_after[regions].mean() < 0.3, image.name
+        # --save-masks wrote the confidence map and the mask
+        conf = decode_map((out / f"{image.stem}.confidence.png").read_bytes())
+        mask = decode_map((out / f"{image.stem}.mask.png").read_bytes())
+        assert conf.shape == mask.shape == restored.rgb.shape[:2] and mask.max() == pytest.approx(1.0)
+    assert _tree_digest(src) == before, "inputs were modified"
+    log = [json.loads(line) for line in (out / "retouch-decisions.jsonl").read_text().splitlines()]
+    assert len(log) == len(images) and all(entry["event"] == "model_selection" for entry in log)
+
+
+def test_rerun_skips_then_force_redoes(sample_run, capsys):
+    src, out, _, _ = sample_run
+    capsys.readouterr()
+    assert main(["run", str(src), "--out", str(out), "--seed", "7", "--save-masks", "--no-progress"]) == 0
+    assert "0 restored, 4 skipped" in capsys.readouterr().out
+    assert main(["run", str(src), "--out", str(out), "--seed", "8", "--no-progress"]) == 0
+    assert "4 restored, 0 skipped" in capsys.readouterr().out
+
+
+def test_same_seed_same_output(tmp_path):
+    image = EXAMPLES / "chelsea-watermark.png"
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert main(["run", str(image), "--out", str(out), "--inpaint", "patchmatch", "--no-progress"]) == 0
+    assert (a / image.name).read_bytes() == (b / image.name).read_bytes()
+
+
+def _bad_inputs(folder: Path) -> dict[str, str]:
+    jpeg = BytesIO()
+    PILImage.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(jpeg, "JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[:700])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is a text file, not a photo\n")
+    bomb = BytesIO()
+    PILImage.new("L", (3000, 3000)).save(bomb, "PNG")
+    (folder / "bomb.png").write_bytes(bomb.getvalue())
+    floats = BytesIO()
+    PILImage.fromarray(np.ones((20, 20), np.float32), "F").save(floats, "TIFF")
+    (folder / "float.tif").write_bytes(floats.getvalue())
+    return {"truncated.jpg": "truncated or corrupt", "empty.jpg": "empty file",
+            "notes.jpg": "not a recognised image", "bomb.png": "exceeds the limit",
+            "float.tif": "unsupported pixel mode"}
+
+
+def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    expected = _bad_inputs(src)
+    shutil.copy(EXAMPLES / "rocket-stamp.png", src / "good.png")
+    before = _tree_digest(src)
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", str(src), "--out", str(tmp_path / "out"),
+                           "--max-pixels", "4000000", "--no-progress"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 1
+    assert "1 restored, 0 skipped (up to date), 5 failed" in proc.stdout
+    failed = [line for line in proc.stdout.splitlines() if line.strip().startswith("FAILED")]
+    assert len(failed) == 5
+    for name, cause in expected.items():
+        line = next(line for line in failed if name in line)
+        assert cause in line, line
+    assert (tmp_path / "out" / "good.png").is_file()
+    assert _tree_digest(src) == before
+
+
+def test_upscale_keeps_alpha_and_16_bit(tmp_path):
+    import cv2
+
+    rgba16 = np.zeros((32, 48, 4), np.uint16)
+    rgba16[..., :3] = (np.random.default_rng(0).random((32, 48, 3)) * 65535).astype(np.uint16)
+    rgba16[..., 3] = np.linspace(0, 65535, 48).astype(np.uint16)[None, :]
+    ok, buf = cv2.imencode(".png", rgba16[:, :, [2, 1, 0, 3]])
+    (tmp_path / "deep.png").write_bytes(buf.tobytes())
+    assert main(["run", str(tmp_path / "deep.png"), "--out", str(tmp_path / "out"), "--ops", "upscale",
+                 "--scale", "2", "--upscale", "lanczos", "--no-progress"]) == 0
+    out = read_image(tmp_path / "out" / "deep.png")
+    assert out.size == (96, 64) and out.bit_depth == 16 and out.alpha is not None
+    assert abs(float(out.alpha[:, -1].mean()) - 1.0) < 0.02 and float(out.alpha[:, 0].mean()) < 0.02
+    record = json.loads((tmp_path / "out" / "deep.png.json").read_text())
+    assert record["variants"] == {"upscale": "lanczos"} and record["decisions"][0]["rule"] == "user"
+
+
+def test_user_mask_folder(tmp_path):
+    image = EXAMPLES / "rocket-stamp.png"
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    w, h = PILImage.open(image).size
+    m = np.zeros((h, w), np.uint8)
+    m[370:420, 110:330] = 255
+    PILImage.fromarray(m).save(masks / "rocket-stamp.png")
+    assert main(["run", str(image), "--out", str(tmp_path / "out"), "--masks", str(masks), "--no-progress"]) == 0
+    record = json.loads((tmp_path / "out" / "rocket-stamp.png.json").read_text())
+    assert record["mask"]["source"] == "user"
+
+
+def test_unknown_variant_is_a_usage_error(tmp_path, capsys):
+    assert main(["run", str(EXAMPLES), "--out", str(tmp_path), "--inpaint", "nope"]) == 2
+    assert "unknown inpaint variant 'nope'" in capsys.readouterr().err
