@@ -107,3 +107,17 @@ def test_user_mask_replaces_detection(overlaid):
     assert det.stats["source"] == "user" and det.core[truth].all()
     with pytest.raises(ValueError, match="mask is"):
         stages.detect(degraded, NoDetector(), MaskParams(), user_mask=np.zeros((5, 5), np.float32))
+
+
+def test_tiled_detection_matches_whole_image(overlaid):
+    """Large images are tiled; the text found must not depend on the tiling."""
+    from worker.detect import TextDetector
+
+    _, degraded, truth = overlaid["rocket"]
+    big = np.concatenate([degraded, degraded[:, ::-1]], axis=1)  # 256x512
+    truth2 = np.concatenate([truth, truth[:, ::-1]], axis=1)
+    whole = TextDetector(device="cpu", min_side=256, tile=2048).confidence(big)
+    tiled = TextDetector(device="cpu", min_side=256, tile=192, overlap=64).confidence(big)
+    assert tiled.shape == whole.shape
+    assert abs(float((tiled >= 0.3)[truth2].mean()) - float((whole >= 0.3)[truth2].mean())) < 0.1
+    assert np.abs(tiled - whole).mean() < 0.02
