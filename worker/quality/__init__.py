@@ -1,0 +1,1 @@
+"""Image-quality measurement: PSNR/SSIM/masked metrics, detection scores, LPIPS."""
