@@ -117,3 +117,161 @@ def overlay_text(rgb: np.ndarray, specs: list[TextSpec]) -> tuple[np.ndarray, np
     straight = np.clip(colour / safe, 0, 1)
     out = rgb * (1 - cover[..., None]) + straight * cover[..., None]
     return out.astype(np.float32), cover > 0.02
+
+
+# --- shared compositing -----------------------------------------------------
+
+def composite(rgb: np.ndarray, cover: np.ndarray, colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha-composite a single-colour layer (``cover`` float32 HxW in [0, 1], the
+    opacity per pixel; ``colour`` RGB 0-255) onto ``rgb``. Returns (degraded
+    float32 HxWx3, true mask bool HxW: pixels the layer changed visibly, cover > 0.02)."""
+    c = np.asarray(colour, np.float32) / 255.0
+    out = rgb * (1 - cover[..., None]) + c * cover[..., None]
+    return out.astype(np.float32), cover > 0.02
+
+
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(FONT_DIR / name), size)
+
+
+# --- tiled semi-transparent watermarks ---------------------------------------
+
+@dataclass(frozen=True)
+class WatermarkSpec:
+    """Text repeated on a grid (``step`` px between tiles, x and y), the grid
+    rotated by ``angle`` degrees about the image centre and shifted by ``offset``."""
+
+    text: str = "© SAMPLE"
+    size: int = 18
+    font: str = "DejaVuSans-Bold.ttf"
+    colour: tuple[int, int, int] = (255, 255, 255)
+    opacity: float = 0.35
+    angle: float = 30.0
+    step: tuple[int, int] = (150, 70)
+    offset: tuple[int, int] = (0, 0)
+
+
+def random_watermark_spec(rng: np.random.Generator, width: int, height: int) -> WatermarkSpec:
+    """A random tiled watermark for a width x height image (3 or more tiles across)."""
+    size = int(rng.integers(12, max(14, min(width, height) // 9) + 1))
+    text = str(rng.choice(("© SAMPLE", "PROOF", "© Agency", "preview", "ARCHIVE")))
+    tile_w = int(size * 0.7 * len(text)) + size
+    bright = rng.random() < 0.6
+    return WatermarkSpec(
+        text=text, size=size, font=str(rng.choice(FONTS)),
+        colour=(255, 255, 255) if bright else (int(rng.integers(0, 50)),) * 3,
+        opacity=float(rng.uniform(0.25, 0.6)), angle=float(rng.uniform(-40, 40)),
+        step=(tile_w + int(rng.integers(size, 3 * size)), int(size * rng.uniform(2.5, 4.5))),
+        offset=(int(rng.integers(0, tile_w)), int(rng.integers(0, 2 * size))),
+    )
+
+
+def watermark_layer(width: int, height: int, spec: WatermarkSpec) -> np.ndarray:
+    """The watermark's per-pixel opacity, float32 HxW in [0, spec.opacity]."""
+    side = int(np.ceil(np.hypot(width, height))) + 2 * max(spec.step)
+    layer = PILImage.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(layer)
+    font = _font(spec.font, spec.size)
+    sx, sy = spec.step
+    for row, y in enumerate(range(spec.offset[1] % sy - sy, side, sy)):
+        shift = (sx // 2) * (row % 2)  # brick pattern, as stock-photo watermarks do
+        for x in range(spec.offset[0] % sx - sx + shift, side, sx):
+            draw.text((x, y), spec.text, fill=255, font=font)
+    layer = layer.rotate(spec.angle, resample=PILImage.BICUBIC)
+    left, top = (side - width) // 2, (side - height) // 2
+    cover = np.asarray(layer.crop((left, top, left + width, top + height)), np.float32) / 255.0
+    return cover * spec.opacity
+
+
+def tiled_watermark(rgb: np.ndarray, spec: WatermarkSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Semi-transparent tiled text over the whole of ``rgb`` (float32 HxWx3 in
+    [0, 1]). Returns (degraded float32 HxWx3, true mask bool HxW)."""
+    h, w = rgb.shape[:2]
+    return composite(rgb, watermark_layer(w, h, spec), spec.colour)
+
+
+# --- logos --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogoSpec:
+    """A ring-and-initials logo: ``xy`` is its top-left, ``size`` its diameter in px."""
+
+    xy: tuple[int, int]
+    size: int = 48
+    letters: str = "RA"
+    font: str = "DejaVuSans-Bold.ttf"
+    colour: tuple[int, int, int] = (255, 255, 255)
+    opacity: float = 0.8
+    shape: str = "circle"  # "circle" | "square"
+
+
+def random_logo_spec(rng: np.random.Generator, width: int, height: int) -> LogoSpec:
+    """A random logo in one of the four corners of a width x height image."""
+    size = int(rng.integers(max(24, min(width, height) // 6), max(25, min(width, height) // 3) + 1))
+    pad = int(rng.integers(4, 12))
+    corner = int(rng.integers(0, 4))
+    x = pad if corner in (0, 2) else width - size - pad
+    y = pad if corner in (0, 1) else height - size - pad
+    bright = rng.random() < 0.5
+    base = rng.integers(200, 256, size=3) if bright else rng.integers(0, 60, size=3)
+    letters = "".join(rng.choice(list(string.ascii_uppercase), size=int(rng.integers(1, 4))))
+    return LogoSpec(xy=(max(0, x), max(0, y)), size=size, letters=letters, font=str(rng.choice(FONTS[:4])),
+                    colour=tuple(int(c) for c in base), opacity=float(rng.uniform(0.5, 0.95)),
+                    shape=str(rng.choice(("circle", "square"))))
+
+
+def logo_layer(width: int, height: int, spec: LogoSpec) -> np.ndarray:
+    """The logo's per-pixel opacity, float32 HxW in [0, spec.opacity]."""
+    layer = PILImage.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(layer)
+    x, y, s = spec.xy[0], spec.xy[1], spec.size
+    ring = max(2, s // 12)
+    box = (x, y, x + s - 1, y + s - 1)
+    if spec.shape == "square":
+        draw.rounded_rectangle(box, radius=s // 6, outline=255, width=ring)
+    else:
+        draw.ellipse(box, outline=255, width=ring)
+    font = _font(spec.font, max(8, int(s * 0.8 / max(1, len(spec.letters)) * 1.2)))
+    draw.text((x + s / 2, y + s / 2), spec.letters, fill=255, font=font, anchor="mm")
+    return np.asarray(layer, np.float32) / 255.0 * spec.opacity
+
+
+def overlay_logo(rgb: np.ndarray, spec: LogoSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Composite a logo onto ``rgb`` (float32 HxWx3 in [0, 1]).
+    Returns (degraded float32 HxWx3, true mask bool HxW)."""
+    h, w = rgb.shape[:2]
+    return composite(rgb, logo_layer(w, h, spec), spec.colour)
+
+
+# --- compression and resolution -------------------------------------------------
+
+def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip through baseline JPEG (4:2:0) at ``quality`` (1-95), float32 HxWx3.
+    Raises ValueError for a quality outside 1-95."""
+    import io
+
+    if not 1 <= quality <= 95:
+        raise ValueError(f"JPEG quality must be between 1 and 95 but is {quality}")
+    img = PILImage.fromarray(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(PILImage.open(buf).convert("RGB"), np.float32) / 255.0
+
+
+def downscale(rgb: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Low-resolution version for upscaling tests.
+
+    The image is cropped to a multiple of ``factor`` (the crop is the ground
+    truth) and reduced by pixel-area averaging (an anti-aliased box filter).
+    Returns (low float32 h/f x w/f x 3, ground truth float32 HxWx3). Raises
+    ValueError if the factor is < 2 or leaves no pixels."""
+    import cv2
+
+    if factor < 2:
+        raise ValueError(f"downscale factor must be >= 2 but is {factor}")
+    h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
+    if h == 0 or w == 0:
+        raise ValueError(f"a {rgb.shape[1]}x{rgb.shape[0]} image is smaller than the factor {factor}")
+    truth = np.ascontiguousarray(rgb[:h, :w], np.float32)
+    low = cv2.resize(truth, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    return low.astype(np.float32), truth
