@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # One module per subcommand, in help order.
-COMMANDS = ["run", "bench"]
+COMMANDS = ["run", "eval", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,182 @@
+"""Evaluation cases: clean photos and reproducible degraded versions of them.
+
+A :class:`Case` holds the clean ground truth, the degraded input, the true
+overlay mask (remove-text cases) and a JSON-able description of the
+degradation. Every random choice comes from a generator seeded by
+``(seed, photo index, kind index, jpeg index)``, so the same seed and photos
+always give the same cases, whatever subset of kinds is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worker import degrade
+
+log = logging.getLogger(__name__)
+
+BUNDLED = "bundled"
+# scikit-image's bundled colour photos (no download; licences in skimage/data/README.txt)
+BUNDLED_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+TEXT_KINDS = ("text", "watermark", "logo")
+UPSCALE_KINDS = ("x2", "x4")
+
+
+@dataclass
+class Photo:
+    name: str
+    rgb: np.ndarray  # float32 HxWx3 in [0, 1]
+
+
+@dataclass
+class Case:
+    """One degraded input with its ground truth.
+
+    ``op``: "remove-text" or "upscale"; ``clean``: float32 HxWx3 ground truth;
+    ``degraded``: the input (for upscale cases, ``factor`` times smaller);
+    ``mask``: bool HxW true overlay mask, or None; ``params``: JSON-able."""
+
+    id: str
+    photo: str
+    op: str
+    kind: str
+    jpeg: int
+    clean: np.ndarray
+    degraded: np.ndarray
+    mask: np.ndarray | None = None
+    factor: int = 1
+    params: dict = field(default_factory=dict)
+
+
+def _fit(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """Reduce so the longer side is at most ``max_side`` (area filter), crop to even size."""
+    h, w = rgb.shape[:2]
+    if max(h, w) > max_side:
+        s = max_side / max(h, w)
+        rgb = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    h, w = rgb.shape[:2]
+    return np.ascontiguousarray(rgb[: h - h % 4, : w - w % 4], np.float32)
+
+
+def bundled_photos(max_side: int) -> list[Photo]:
+    """scikit-image's bundled colour photos, each fitted into ``max_side``."""
+    from PIL import Image as PILImage
+    from skimage import data
+
+    folder = Path(data.__file__).parent
+    photos = []
+    for name in BUNDLED_PHOTOS:
+        path = next(folder.glob(f"{name}.*"))
+        rgb = np.asarray(PILImage.open(path).convert("RGB"), np.float32) / 255.0
+        photos.append(Photo(name, _fit(rgb, max_side)))
+    return photos
+
+
+def folder_photos(root: Path, max_side: int, max_pixels: int) -> list[Photo]:
+    """Every image under ``root`` (recursively, sorted). Raises ValueError if there is none."""
+    from orchestration.local import discover
+    from worker.io import read_image
+
+    files = discover([root])
+    if not files:
+        raise ValueError(f"{root}: no images found")
+    return [Photo(str(path.relative_to(base)), _fit(read_image(path, max_pixels).rgb, max_side))
+            for path, base in files]
+
+
+def s3_photos(url: str, max_side: int, max_pixels: int, storage=None) -> list[Photo]:
+    """Every image under an ``s3://bucket/prefix`` through ``orchestration.storage``."""
+    try:
+        from orchestration import storage as storage_module
+    except ImportError as exc:
+        raise ValueError(f"{url}: s3:// datasets need orchestration/storage.py, which is not installed "
+                         f"({exc}); copy the photos to a folder and pass --dataset DIR") from exc
+    from worker.io import EXTENSIONS, decode
+
+    store = storage if storage is not None else storage_module.open_storage(url)
+    keys = sorted(k for k in store.list(url) if Path(k).suffix.lower() in EXTENSIONS)
+    if not keys:
+        raise ValueError(f"{url}: no images found")
+    return [Photo(key, _fit(decode(store.get(key), key, max_pixels).rgb, max_side)) for key in keys]
+
+
+def load_photos(source: str, max_side: int = 384, max_pixels: int = 100_000_000, storage=None) -> list[Photo]:
+    """``bundled`` | a folder | ``s3://bucket/prefix``. Raises ValueError naming the source."""
+    if source == BUNDLED:
+        return bundled_photos(max_side)
+    if source.startswith("s3://"):
+        return s3_photos(source, max_side, max_pixels, storage)
+    root = Path(source)
+    if not root.exists():
+        raise ValueError(f"{source}: no such folder (use a folder of clean photos, s3://..., or '{BUNDLED}')")
+    return folder_photos(root, max_side, max_pixels)
+
+
+def _rng(seed: int, *path: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *path]))
+
+
+def _text_case(photo: Photo, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    rgb = photo.rgb
+    h, w = rgb.shape[:2]
+    if kind == "text":
+        specs = degrade.random_text_specs(rng, w, h, lines=int(rng.integers(1, 4)),
+                                          min_size=max(10, h // 16), max_size=max(14, h // 7),
+                                          max_angle=12.0, min_opacity=0.6)
+        specs = degrade.legible(rgb, specs)
+        degraded, mask = degrade.overlay_text(rgb, specs)
+        return degraded, mask, {"texts": [asdict(s) for s in specs]}
+    if kind == "watermark":
+        spec = degrade.random_watermark_spec(rng, w, h)
+        degraded, mask = degrade.tiled_watermark(rgb, spec)
+        return degraded, mask, {"watermark": asdict(spec)}
+    if kind == "logo":
+        spec = degrade.random_logo_spec(rng, w, h)
+        degraded, mask = degrade.overlay_logo(rgb, spec)
+        return degraded, mask, {"logo": asdict(spec)}
+    raise ValueError(f"unknown remove-text degradation {kind!r}; known: {', '.join(TEXT_KINDS)}")
+
+
+def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str] | None = None,
+                jpeg_levels: list[int] | None = None) -> list[Case]:
+    """Cases for every photo x kind x JPEG level (0 = no compression).
+
+    remove-text kinds: text, watermark, logo (JPEG applied after the overlay);
+    upscale kinds: x2, x4 (JPEG applied to the low-resolution input).
+    Raises ValueError for an unknown kind or a JPEG level outside 0-95."""
+    jpeg_levels = jpeg_levels or [0]
+    for q in jpeg_levels:
+        if not (q == 0 or 1 <= q <= 95):
+            raise ValueError(f"JPEG level must be 0 (none) or 1-95 but is {q}")
+    wanted = {"remove-text": [k for k in (kinds or TEXT_KINDS) if k in TEXT_KINDS],
+              "upscale": [k for k in (kinds or UPSCALE_KINDS) if k in UPSCALE_KINDS]}
+    unknown = [k for k in kinds or [] if k not in TEXT_KINDS + UPSCALE_KINDS]
+    if unknown:
+        raise ValueError(f"unknown degradation(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(TEXT_KINDS + UPSCALE_KINDS)}")
+    cases: list[Case] = []
+    for p_i, photo in enumerate(photos):
+        for op in ops:
+            for kind in wanted.get(op, []):
+                k_i = (TEXT_KINDS + UPSCALE_KINDS).index(kind)
+                for j_i, q in enumerate(jpeg_levels):
+                    rng = _rng(seed, p_i, k_i, j_i)
+                    case_id = f"{Path(photo.name).with_suffix('').as_posix().replace('/', '_')}-{kind}" + (f"-q{q}" if q else "")
+                    if op == "remove-text":
+                        degraded, mask, params = _text_case(photo, kind, rng)
+                        if q:
+                            degraded = degrade.jpeg(degraded, q)
+                        cases.append(Case(case_id, photo.name, op, kind, q, photo.rgb, degraded, mask, 1, params))
+                    else:
+                        factor = int(kind[1:])
+                        low, truth = degrade.downscale(photo.rgb, factor)
+                        if q:
+                            low = degrade.jpeg(low, q)
+                        cases.append(Case(case_id, photo.name, op, kind, q, truth, low, None, factor,
+                                          {"factor": factor, "filter": "area"}))
+    return cases

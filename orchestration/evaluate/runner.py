@@ -1,0 +1,196 @@
+"""Run every variant on every case through the embedded runner, and score it.
+
+Each (case, variant) goes through :func:`orchestration.local.restore` with a
+:class:`Plan` naming the variant (or ``auto``), exactly as ``retouch run``
+would process it. Scores (see :func:`score`) compare the output with the clean
+photo: inside the true overlay mask for remove-text (PSNR, SSIM, LPIPS), over
+the whole image for upscaling; detection precision/recall/IoU compare the
+pipeline's fill region with the true mask.
+
+Rows hold only deterministic values (rounded), so two runs with the same seed
+give identical tables; wall-clock times go to a separate timings list.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from orchestration.evaluate.dataset import Case
+from orchestration.local import restore
+from orchestration.plan import Plan
+from worker.io import Image
+from worker.models.cache import ModelCache
+from worker.quality import metrics
+
+log = logging.getLogger(__name__)
+
+INPUT = "input"  # pseudo-variant: the degraded image itself, as a reference row
+DIGITS = 5
+# The metric each op's variants are ranked by, and whether lower is better.
+PRIMARY = {"remove-text": ("lpips_mask", True), "upscale": ("lpips", True)}
+FALLBACK = {"remove-text": ("psnr_mask", False), "upscale": ("psnr", False)}
+QUALITY = ("psnr_mask", "ssim_mask", "lpips_mask", "psnr", "ssim", "lpips", "seam_error")
+DETECTION = ("precision", "recall", "iou", "coverage_true", "coverage_pred")
+
+
+def resolve_variants(names: list[str], ops: list[str]) -> dict[str, list[str]]:
+    """Which of ``names`` apply to which op: inpaint registry names to remove-text,
+    upscale registry names to upscale, ``auto`` to both; an op with none gets
+    ``["auto"]``. Raises ValueError for a name neither registry knows."""
+    from worker import inpaint, upscale
+
+    known = {"remove-text": set(inpaint.names()), "upscale": set(upscale.names())}
+    unknown = [n for n in names if n != "auto" and not any(n in k for k in known.values())]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; inpaint: {', '.join(sorted(known['remove-text']))}; "
+                         f"upscale: {', '.join(sorted(known['upscale']))}; or auto")
+    out = {}
+    for op in ops:
+        chosen = [n for n in names if n == "auto" or n in known[op]]
+        out[op] = chosen or ["auto"]
+    return out
+
+
+def _r(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), DIGITS)
+
+
+def score(case: Case, output: np.ndarray, lpips=None, region: np.ndarray | None = None) -> dict:
+    """Quality of ``output`` against ``case.clean``: masked and full PSNR/SSIM
+    (and LPIPS if ``lpips`` is given), and for remove-text the seam error
+    across ``region`` (the fill region; an empty one -> 0; None -> not measured)."""
+    clean, mask = case.clean, case.mask
+    row: dict = {"psnr": _r(metrics.psnr(clean, output)), "ssim": _r(metrics.ssim(clean, output))}
+    if mask is not None:
+        row["psnr_mask"] = _r(metrics.psnr(clean, output, mask))
+        row["ssim_mask"] = _r(metrics.ssim(clean, output, mask))
+    if lpips is not None:
+        lp_map = lpips.distance_map(clean, output)
+        row["lpips"] = _r(float(lp_map.mean()))
+        if mask is not None:
+            row["lpips_mask"] = _r(metrics.masked_mean(lp_map, mask))
+    if case.op == "remove-text" and region is not None:
+        row["seam_error"] = _r(metrics.seam_error(output, region) if region is not None and region.any() else 0.0)
+    return row
+
+
+@dataclass
+class Evaluation:
+    """``rows``: one per (case, variant), JSON-able, deterministic;
+    ``cases``: one per case (degradation, detection scores); ``timings``:
+    seconds per (case, variant), kept apart from the deterministic tables;
+    ``confidences``: detector confidence samples inside the detected masks."""
+
+    rows: list[dict] = field(default_factory=list)
+    cases: list[dict] = field(default_factory=list)
+    timings: list[dict] = field(default_factory=list)
+    confidences: list[np.ndarray] = field(default_factory=list)
+    variants: dict[str, list[str]] = field(default_factory=dict)
+
+
+def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCache, seed: int = 0,
+             lpips=None, on_case: Callable[[Case, dict, np.ndarray | None, np.ndarray | None], None] | None = None,
+             ) -> Evaluation:
+    """Run ``variants[case.op]`` on every case and score the outputs.
+
+    ``on_case(case, outputs, predicted_mask, confidence)`` is called once per case
+    with ``outputs`` = {variant: float32 image} (for the report's crops). A
+    failure of one variant on one case is recorded in its row (``error``) and
+    does not stop the others."""
+    from worker.mask import confidence_sample
+
+    result = Evaluation(variants=variants)
+    for case in cases:
+        base = {"case": case.id, "photo": case.photo, "op": case.op, "kind": case.kind, "jpeg": case.jpeg}
+        outputs: dict[str, np.ndarray] = {}
+        predicted = confidence = None
+        case_info = dict(base, width=case.clean.shape[1], height=case.clean.shape[0], params=case.params)
+        if case.op == "remove-text":
+            result.rows.append(dict(base, variant=INPUT, chosen=INPUT, rule="", error=None,
+                                    **score(case, case.degraded, lpips, None)))
+        for variant in variants.get(case.op, []):
+            plan = (Plan(ops=["remove-text"], inpaint=variant, seed=seed) if case.op == "remove-text"
+                    else Plan(ops=["upscale"], upscale=variant, scale=float(case.factor), seed=seed))
+            start = time.perf_counter()
+            try:
+                restored = restore(Image(rgb=case.degraded, name=case.id), plan, cache)
+            except Exception as exc:  # one variant failing on one case must not stop the evaluation
+                log.warning("%s / %s failed: %s: %s", case.id, variant, type(exc).__name__, exc)
+                result.rows.append(dict(base, variant=variant, chosen=None, rule="",
+                                        error=f"{type(exc).__name__}: {exc}"))
+                continue
+            seconds = time.perf_counter() - start
+            record = restored.record
+            stage = "inpaint" if case.op == "remove-text" else "upscale"
+            decision = next((d for d in record["decisions"] if d["stage"] == stage), {})
+            output = restored.image.rgb
+            if output.shape != case.clean.shape:
+                result.rows.append(dict(base, variant=variant, chosen=None, rule="",
+                                        error=f"output is {output.shape}, ground truth {case.clean.shape}"))
+                continue
+            region = restored.mask > 0 if restored.mask is not None else None
+            if predicted is None and region is not None:
+                predicted, confidence = region, restored.confidence
+                scores = metrics.detection_scores(region, case.mask)
+                case_info.update({k: _r(v) for k, v in scores.items()})
+                case_info["coverage_true"] = _r(float(case.mask.mean()))
+                case_info["coverage_pred"] = _r(float(region.mean()))
+                case_info["confidence_mean"] = record.get("mask", {}).get("confidence_mean")
+                result.confidences.append(confidence_sample(confidence, region))
+            outputs[variant] = output
+            result.rows.append(dict(base, variant=variant, chosen=decision.get("variant", variant),
+                                    rule=decision.get("rule", ""), error=None,
+                                    **score(case, output, lpips, region)))
+            result.timings.append({"case": case.id, "variant": variant, "seconds": round(seconds, 4),
+                                   "megapixels": round(case.degraded.shape[0] * case.degraded.shape[1] / 1e6, 4),
+                                   "stages": record.get("timings", {})})
+        result.cases.append(case_info)
+        if on_case is not None:
+            on_case(case, outputs, predicted, confidence)
+    return result
+
+
+def summarise(evaluation: Evaluation, confidence: float = 0.95) -> list[dict]:
+    """Per (op, variant): mean, confidence-interval half-width and n of each metric,
+    the choices ``auto`` made, failures, and the rank by the op's primary metric
+    (1 = best; the ``input`` reference row is not ranked)."""
+    summary = []
+    for op in sorted({r["op"] for r in evaluation.rows}):
+        rows = [r for r in evaluation.rows if r["op"] == op]
+        names = [INPUT] if any(r["variant"] == INPUT for r in rows) else []
+        names += evaluation.variants.get(op, [])
+        for name in names:
+            mine = [r for r in rows if r["variant"] == name]
+            entry: dict = {"op": op, "variant": name, "n": sum(r["error"] is None for r in mine),
+                           "failures": sum(r["error"] is not None for r in mine)}
+            for metric in QUALITY:
+                values = [r.get(metric) for r in mine if r["error"] is None]
+                if all(v is None for v in values):
+                    continue
+                mean, half, n = metrics.mean_ci([v for v in values if v is not None], confidence)
+                entry[metric] = _r(mean)
+                entry[f"{metric}_ci"] = _r(half)
+            chosen: dict[str, int] = {}
+            for r in mine:
+                if r["error"] is None and r["chosen"] != name:
+                    chosen[r["chosen"]] = chosen.get(r["chosen"], 0) + 1
+            if chosen:
+                entry["chosen"] = dict(sorted(chosen.items()))
+            summary.append(entry)
+        primary, lower = PRIMARY[op]
+        if not any(primary in e for e in summary if e["op"] == op):
+            primary, lower = FALLBACK[op]
+        ranked = sorted((e for e in summary if e["op"] == op and e["variant"] != INPUT and e.get(primary) is not None),
+                        key=lambda e: (e[primary] if lower else -e[primary], e["variant"]))
+        for i, e in enumerate(ranked, 1):
+            e["rank"] = i
+            e["ranked_by"] = primary
+    return summary
