@@ -148,3 +148,18 @@ def test_cli_report_on_bundled_photos_renders_in_chromium(lpips_store, tmp_path)
     bare_blue, bare_colourful = _colour_pixels(bare_shot)
     assert blue > 2000 and bare_blue < 200, (blue, bare_blue)
     assert colourful > 50_000 and colourful > 10 * max(1, bare_colourful), (colourful, bare_colourful)
+
+
+def test_true_mask_mode_isolates_inpainting(photo_dir, tmp_path):
+    config = EvalConfig(dataset=str(photo_dir), ops=["remove-text"], kinds=["logo"], seed=2, variants=["telea"],
+                        lpips=False, max_visuals=0)
+    detected = run_suite(config, tmp_path / "detected")
+    config.mask = "true"
+    oracle = run_suite(config, tmp_path / "true")
+    # the pipeline dilates the given mask, so every overlay pixel is in the fill region
+    assert all(c["recall"] == 1.0 for c in oracle.evaluation.cases)
+    assert [c["case"] for c in detected.evaluation.cases] == [c["case"] for c in oracle.evaluation.cases]
+    score = {name: next(e for e in r.summary if e["variant"] == "telea")["psnr_mask"]
+             for name, r in (("detected", detected), ("true", oracle))}
+    assert score["true"] > score["detected"]
+    assert "lpips_mask" not in oracle.summary[0]

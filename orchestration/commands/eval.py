@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--jpeg", type=_jpeg_levels, default=[0], help="JPEG levels, 0/none = uncompressed (e.g. 0,75,40)")
     p.add_argument("--max-side", type=int, default=384, help="photos are reduced to this longer side (default 384)")
     p.add_argument("--max-visuals", type=int, default=24, help="cases shown with crops in the page (default 24)")
+    p.add_argument("--mask", choices=("detected", "true"), default="detected",
+                   help="detected: run the detector (end to end, default); true: give the pipeline the true "
+                        "overlay mask, to score inpainting apart from detection")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (no model store needed)")
     p.add_argument("--model-dir", help="model store (default: settings)")
     p.add_argument("--device", default=None, help="cpu | cuda[:N] | auto (default: settings)")
@@ -50,7 +53,7 @@ def run(args) -> int:
     config = EvalConfig(dataset=args.dataset, ops=args.ops, variants=args.variants, seed=args.seed,
                         kinds=args.kinds, jpeg=args.jpeg, max_side=args.max_side, max_pixels=settings.max_pixels,
                         model_dir=settings.model_dir, device="cpu" if settings.device == "auto" else settings.device,
-                        lpips=not args.no_lpips, max_visuals=args.max_visuals)
+                        lpips=not args.no_lpips, max_visuals=args.max_visuals, mask=args.mask)
     try:
         result = run_suite(config, args.out)
     except (ValueError, LPIPSWeightsMissing) as exc:

@@ -116,13 +116,17 @@ class Evaluation:
 
 def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCache, seed: int = 0,
              lpips=None, on_case: Callable[[Case, dict, np.ndarray | None, np.ndarray | None], None] | None = None,
-             ) -> Evaluation:
+             mask: str = "detected") -> Evaluation:
     """Run ``variants[case.op]`` on every case and score the outputs.
 
     ``on_case(case, outputs, predicted_mask, confidence)`` is called once per case
     with ``outputs`` = {variant: float32 image} (for the report's crops). A
     failure of one variant on one case is recorded in its row (``error``) and
-    does not stop the others."""
+    does not stop the others. ``mask="true"`` hands the true overlay mask to the
+    pipeline as a user mask (isolating the inpainting from detection errors);
+    ``"detected"`` (default) runs the detector, end to end."""
+    if mask not in ("detected", "true"):
+        raise ValueError(f"mask must be 'detected' or 'true' but is {mask!r}")
     from worker.mask import confidence_sample
 
     result = Evaluation(variants=variants)
@@ -140,7 +144,8 @@ def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCach
                     else Plan(ops=["upscale"], upscale=variant, scale=float(case.factor), seed=seed))
             start = time.perf_counter()
             try:
-                restored = restore(Image(rgb=case.degraded, name=case.id), plan, cache)
+                user_mask = case.mask.astype(np.float32) if mask == "true" and case.mask is not None else None
+                restored = restore(Image(rgb=case.degraded, name=case.id), plan, cache, user_mask)
             except Exception as exc:  # one variant failing on one case must not stop the evaluation
                 log.warning("%s / %s failed: %s: %s", case.id, variant, type(exc).__name__, exc)
                 result.rows.append(dict(base, variant=variant, chosen=None, rule="",

@@ -27,6 +27,7 @@ class EvalConfig:
     device: str = "cpu"
     lpips: bool = True
     max_visuals: int = 24
+    mask: str = "detected"  # or "true": the true overlay mask as a user mask
 
 
 @dataclass
@@ -54,12 +55,13 @@ def run_suite(config: EvalConfig, out: str | Path, storage=None) -> SuiteResult:
     log.info("%d photos -> %d cases; variants %s", len(photos), len(cases), variants)
     cache = ModelCache(device=config.device, model_dir=config.model_dir)
     visuals = report.Visuals(out, config.max_visuals)
-    evaluation = runner.evaluate(cases, variants, cache, config.seed, metric, on_case=visuals)
+    evaluation = runner.evaluate(cases, variants, cache, config.seed, metric, on_case=visuals,
+                                 mask=config.mask)
     summary = runner.summarise(evaluation)
     described = {
         "dataset": config.dataset, "photos": len(photos), "cases": len(cases), "seed": config.seed,
         "ops": config.ops, "variants": variants, "kinds": sorted({c.kind for c in cases}),
-        "jpeg": config.jpeg, "max_side": config.max_side, "lpips": config.lpips, "version": __version__,
+        "jpeg": config.jpeg, "mask": config.mask, "max_side": config.max_side, "lpips": config.lpips, "version": __version__,
     }
     page = report.write_report(out, evaluation, summary, described, visuals)
     return SuiteResult(summary, evaluation, page)
