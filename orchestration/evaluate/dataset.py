@@ -90,7 +90,9 @@ def folder_photos(root: Path, max_side: int, max_pixels: int) -> list[Photo]:
 
 
 def s3_photos(url: str, max_side: int, max_pixels: int, storage=None) -> list[Photo]:
-    """Every image under an ``s3://bucket/prefix`` through ``orchestration.storage``."""
+    """Every image under an ``s3://bucket/prefix`` through ``orchestration.storage``
+    (expected: ``open_storage(url)`` returning an object with ``list(url) -> keys``
+    and ``get(key) -> bytes``; pending until that module lands)."""
     try:
         from orchestration import storage as storage_module
     except ImportError as exc:
@@ -98,6 +100,8 @@ def s3_photos(url: str, max_side: int, max_pixels: int, storage=None) -> list[Ph
                          f"({exc}); copy the photos to a folder and pass --dataset DIR") from exc
     from worker.io import EXTENSIONS, decode
 
+    if storage is None and not hasattr(storage_module, "open_storage"):
+        raise ValueError(f"{url}: orchestration.storage has no open_storage(url); s3:// datasets are not wired yet")
     store = storage if storage is not None else storage_module.open_storage(url)
     keys = sorted(k for k in store.list(url) if Path(k).suffix.lower() in EXTENSIONS)
     if not keys:
