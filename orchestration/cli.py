@@ -6,10 +6,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-# One module per subcommand, in help order.
-COMMANDS = ["run", "eval", "bench"]
+# Subcommands listed first in help; any other module in orchestration/commands
+# follows in alphabetical order, so adding a command never edits this file.
+FIRST = ["run", "submit", "status", "watch", "worker", "cluster", "models", "eval", "bench"]
+
+
+def command_names() -> list[str]:
+    import orchestration.commands as package
+
+    found = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    return [n for n in FIRST if n in found] + sorted(found - set(FIRST))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"retouch {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in command_names():
         importlib.import_module(f"orchestration.commands.{name}").register(sub)
     return parser
 
@@ -31,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from monitoring.logs import configure_logging
 
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    # eval and bench print their own tables; decision lines would drown them.
+    configure_logging(args.log_level, decisions=args.command not in ("eval", "bench"))
     return int(args.func(args) or 0)
 
 

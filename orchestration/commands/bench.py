@@ -1,20 +1,28 @@
 """``retouch bench [NAME]``: benchmarks that print figures.
 
 Each benchmark is a module ``orchestration.bench.NAME`` with
-``add_arguments(parser)`` and ``run(args) -> int``. ``retouch bench`` alone runs
+``add_arguments(parser)`` and ``run(args) -> int``; a new module is picked up
+without editing this file. ``retouch bench`` alone runs
 the embedded-pipeline benchmark (``orchestration.bench.pipeline``)."""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-BENCHMARKS = ["pipeline"]
+
+def benchmark_names() -> list[str]:
+    """Every module in ``orchestration.bench`` (pipeline first)."""
+    import orchestration.bench as package
+
+    found = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+    return sorted(found, key=lambda n: n != "pipeline")
 
 
 def register(sub) -> None:
     parser = sub.add_parser("bench", help="benchmarks (medians over repeated runs, with a machine description)")
     names = parser.add_subparsers(dest="bench", metavar="BENCH")
-    for name in BENCHMARKS:
+    for name in benchmark_names():
         module = importlib.import_module(f"orchestration.bench.{name}")
         p = names.add_parser(name, help=module.__doc__.splitlines()[0] if module.__doc__ else name)
         module.add_arguments(p)
