@@ -28,14 +28,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, sort_keys=False)
 
 
-def configure_logging(level: str = "WARNING", stream=None) -> None:
-    """JSON lines on stderr for every retouch logger; decisions always at INFO."""
+def configure_logging(level: str = "WARNING", stream=None, decisions: bool = True) -> None:
+    """JSON lines on stderr for every retouch logger. Decisions are logged at
+    INFO whatever the level, unless ``decisions`` is False (eval and bench,
+    which report their choices in their own tables)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger(DECISION_LOGGER).setLevel(logging.INFO)
+    logging.getLogger(DECISION_LOGGER).setLevel(logging.INFO if decisions else logging.NOTSET)
 
 
 def log_decision(decision: dict, image: str, job: str | None = None) -> None:

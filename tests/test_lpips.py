@@ -18,21 +18,9 @@ from PIL import Image
 
 from worker.quality.lpips import LPIPS, LPIPSWeightsMissing
 from worker.quality.lpips_weights import (FILENAME, ProvisionError, load_checkpoint, provision,
-                                          provision_from_cache, sha256_file)
+                                          sha256_file)
 
 REFERENCE = Path("/work/shared/testdata/lpips")
-
-
-def sdist_cache() -> Path:
-    env = os.environ.get("RETOUCH_LPIPS_SDIST")
-    return Path(env).parent if env else Path.home() / ".cache" / "retouch" / "downloads"
-
-
-@pytest.fixture(scope="session")
-def lpips_store(tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("models")
-    provision_from_cache(str(store), sdist_cache())
-    return store
 
 
 @pytest.fixture(scope="session")
