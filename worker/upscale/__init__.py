@@ -116,4 +116,4 @@ def _load_families() -> None:
         importlib.import_module(module)
 
 
-_FAMILIES = ["worker.upscale.classical"]
+_FAMILIES = ["worker.upscale.classical", "worker.upscale.realesrgan", "worker.upscale.spandrel_models"]

@@ -1,0 +1,155 @@
+"""Bring-your-own upscalers: any ``.safetensors`` / ``.pth`` super-resolution
+model that spandrel recognises (ESRGAN, Real-ESRGAN compact, SwinIR, HAT,
+DAT, ...), placed in the model store, is an upscale variant by its name.
+
+- Register one: :func:`add_model` (``retouch models add FILE --name NAME``)
+  copies it into the store, detects its architecture and scale with spandrel
+  and records it in the manifest with its sha256, licence and source.
+- A weight file simply dropped into the store directory also works, by its
+  file stem, but has no checksum to verify (a warning is logged).
+
+Loading never unpickles arbitrary objects: safetensors files are read with
+``safetensors``; ``.pth``/``.pt``/``.ckpt`` with ``torch.load(weights_only=True)``
+(tensors and plain containers only; TorchScript is refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from worker.upscale import UpscaleOptions, VariantInfo, add_resolver
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+
+
+class UnsupportedUpscalerError(ValueError):
+    """The file is not a super-resolution model spandrel can load."""
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """A state dict from ``path`` without running pickled code.
+
+    Raises UnsupportedUpscalerError naming the file for unknown suffixes or
+    files that need full unpickling."""
+    import torch
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    elif suffix in (".pth", ".pt", ".ckpt"):
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError, or a TorchScript archive
+            raise UnsupportedUpscalerError(
+                f"{path}: cannot be loaded safely (weights_only=True refused it: {str(exc).splitlines()[0][:200]}); "
+                "convert it to .safetensors") from None
+    else:
+        raise UnsupportedUpscalerError(f"{path}: unsupported weight file type {suffix!r} (use {', '.join(SUFFIXES)})")
+    if not isinstance(state, dict):
+        raise UnsupportedUpscalerError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return _canonical(state)
+
+
+def _canonical(state: dict) -> dict:
+    try:
+        from spandrel.__helpers.canonicalize import canonicalize_state_dict
+    except ImportError:  # pragma: no cover - spandrel moved its helper
+        for key in ("params_ema", "params", "state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+        return {k.removeprefix("module."): v for k, v in state.items()}
+    return canonicalize_state_dict(state)
+
+
+def load_descriptor(path: str | Path):
+    """spandrel's ImageModelDescriptor for an SR model file (on the CPU).
+
+    Raises UnsupportedUpscalerError naming the file if spandrel does not
+    recognise it or it is not an RGB super-resolution model (scale >= 2)."""
+    from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+
+    state = read_state_dict(path)
+    try:
+        descriptor = ModelLoader(device="cpu").load_from_state_dict(state)
+    except UnsupportedModelError:
+        raise UnsupportedUpscalerError(f"{path}: spandrel does not recognise this architecture") from None
+    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
+        raise UnsupportedUpscalerError(f"{path}: {descriptor.architecture.name} is a {descriptor.purpose} model "
+                                       f"(scale {descriptor.scale}), not an upscaler")
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise UnsupportedUpscalerError(f"{path}: expects {descriptor.input_channels} channels, RGB models only")
+    return descriptor
+
+
+def load_upscaler(name: str, path: str | Path, options: UpscaleOptions):
+    """A TorchUpscaler running the spandrel model in ``path`` on ``options.device``."""
+    from worker.device import choose_dtype, resolve_device
+    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler
+
+    descriptor = load_descriptor(path)
+    device = resolve_device(options.device)
+    dtype = choose_dtype(device, options.extra.get("precision", options.half),
+                         supports_half=descriptor.supports_half, supports_bf16=descriptor.supports_bfloat16)
+    req = descriptor.size_requirements
+    arch = descriptor.architecture.name
+    log.info("loaded %s (%s x%d, spandrel) from %s on %s", name, arch, descriptor.scale, path, device)
+    return TorchUpscaler(name, descriptor.model, descriptor.scale, device=device, dtype=dtype, tile=options.tile,
+                         bytes_per_pixel=BYTES_PER_PIXEL.get(arch, BYTES_PER_PIXEL["default"]),
+                         multiple_of=req.multiple_of, minimum=req.minimum)
+
+
+def add_model(model_dir: str | Path, file: str | Path, name: str | None = None, licence: str = "unknown",
+              source: str | None = None) -> dict:
+    """Copy ``file`` into the store as ``<name><suffix>``, check spandrel loads
+    it, and record it in the manifest. Returns the manifest entry (with ``path``).
+
+    Raises UnsupportedUpscalerError (nothing is written) if it is not a usable upscaler."""
+    from worker.models.manifest import Manifest, sha256_file
+
+    file = Path(file)
+    name = name or file.stem
+    descriptor = load_descriptor(file)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    dest = model_dir / f"{name}{file.suffix.lower()}"
+    if dest.resolve() != file.resolve():
+        part = dest.with_name(f".{dest.name}.part")
+        shutil.copyfile(file, part)
+        part.replace(dest)
+    entry = {"name": name, "task": "upscale", "architecture": descriptor.architecture.name,
+             "scale": descriptor.scale, "backend": "spandrel", "file": dest.name, "sha256": sha256_file(dest),
+             "licence": licence, "source": source or f"user file {file}",
+             "description": f"{descriptor.architecture.name} x{descriptor.scale} (spandrel)"}
+    manifest = Manifest.load(model_dir)
+    manifest.put(entry)
+    manifest.save()
+    return {**entry, "path": str(dest)}
+
+
+def resolve(name: str, options: UpscaleOptions) -> VariantInfo | None:
+    """Registry resolver: a spandrel model of that name in the store, or None."""
+    from worker.models.store import ModelNotFound
+    from worker.upscale.realesrgan import open_model_store
+
+    store = open_model_store(options)
+    try:
+        entry = store.entry(name)
+    except ModelNotFound:
+        return None
+    if entry.get("backend") != "spandrel":
+        return None
+
+    def factory(opts: UpscaleOptions):
+        return load_upscaler(name, open_model_store(opts).path(name), opts)
+
+    return VariantInfo(name, True, entry.get("description", f"user model {entry['file']}"), factory)
+
+
+add_resolver(resolve)
