@@ -49,18 +49,23 @@ def restore(img: Image, plan: Plan, cache: ModelCache, user_mask: np.ndarray | N
         confidence, mask = detection.confidence, detection.soft
     if "upscale" in plan.ops:
         rgb, alpha, _ = steps.upscale(rgb, alpha, plan, cache, ctx)
-    record = {
+    return Restored(img.with_pixels(rgb, alpha), build_record(img, plan, ctx.record), confidence, mask)
+
+
+def build_record(img: Image, plan: Plan, fragments: dict) -> dict:
+    """The per-image record from the steps' fragments (``Context.record``);
+    shared with the Celery tasks so both runs describe an image the same way."""
+    return {
         "software": {"name": "retouch", "version": __version__},
         "ops": plan.ops,
         "seed": plan.seed,
         "fingerprint": plan.fingerprint(),
         "plan": plan.model_dump(),
-        **ctx.record,
-        "variants": {d["stage"]: d["variant"] for d in ctx.record["decisions"]},
+        **fragments,
+        "variants": {d["stage"]: d["variant"] for d in fragments["decisions"]},
         "input": {"name": img.name, "width": img.size[0], "height": img.size[1], "format": img.format,
                   "bit_depth": img.bit_depth, "alpha": img.alpha is not None, "icc": img.icc_profile is not None},
     }
-    return Restored(img.with_pixels(rgb, alpha), record, confidence, mask)
 
 
 def sha256(data: bytes) -> str:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_model_dir() -> str:
     return str(Path.home() / ".cache" / "retouch" / "models")
+
+
+def default_state_dir() -> str:
+    return str(Path.home() / ".cache" / "retouch" / "cluster")
 
 
 class Settings(BaseSettings):
@@ -26,6 +30,42 @@ class Settings(BaseSettings):
     model_dir: str = Field(default_factory=default_model_dir, description="model store directory")
     max_pixels: int = Field(100_000_000, description="refuse images with more pixels (decompression bombs)")
     device: str = Field("auto", description="auto | cpu | cuda:N")
+
+    # --- cluster: broker, result backend, storage (see docs/readme-cluster.md) ---
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and job state (Redis)")
+    result_backend: str | None = Field(None, description="Celery result backend (default: redis_url)")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333 "
+                                                          "(default: AWS)")
+    s3_region: str = Field("us-east-1", description="S3 region name")
+    s3_access_key_id: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("RETOUCH_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", "s3_access_key_id"),
+        description="S3 access key (also read from AWS_ACCESS_KEY_ID); never logged")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("RETOUCH_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY",
+                                            "s3_secret_access_key"),
+        description="S3 secret key (also read from AWS_SECRET_ACCESS_KEY); never logged")
+    s3_addressing_style: str = Field("path", description="path | virtual | auto (path suits most self-hosted S3)")
+    s3_max_attempts: int = Field(8, description="botocore attempts per request (standard retry mode, backoff)")
+    multipart_threshold_mb: int = Field(16, description="objects from this size up go as multipart uploads")
+    visibility_timeout: int = Field(7200, description="seconds before an unacknowledged task is redelivered; "
+                                                      "must exceed task_time_limit")
+    unacked_restore_interval: int = Field(10, description="seconds between sweeps restoring unacknowledged tasks")
+    task_soft_time_limit: int = Field(1800, description="seconds before a task is asked to stop (fails its image)")
+    task_time_limit: int = Field(2100, description="seconds before a task's worker is killed")
+    max_deliveries: int = Field(3, description="deliveries of one task (worker lost mid-task) before its image fails")
+    task_max_retries: int = Field(5, description="retries of a task on transient storage/broker errors")
+    batch_size: int = Field(100, description="images per chord batch when submitting a job")
+    gpu_queues: int = Field(0, description="gpu.<i> queues to spread heavy stages over when no worker answers "
+                                           "(0: everything on the cpu queue)")
+    simulate_gpus: bool = Field(False, description="`retouch worker --gpus` runs the per-GPU workers on the CPU "
+                                                   "(tests, machines without CUDA)")
+    cpu_concurrency: int = Field(1, description="processes serving the cpu queue")
+    state_dir: str = Field(default_factory=default_state_dir,
+                           description="`retouch cluster` pid files, logs and data")
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.redis_url
 
 
 def load_settings(**overrides) -> Settings:

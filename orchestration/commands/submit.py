@@ -1,0 +1,100 @@
+"""``retouch submit``: restore every image under an S3 prefix on the cluster."""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import ValidationError
+
+DESCRIPTION = """List an s3:// prefix page by page and enqueue its images in batches for the
+cluster workers; print the job id. Outputs mirror the input layout under --out (a
+separate prefix: originals are never overwritten), each with a JSON record next to it;
+the job ends with a JSON Lines manifest under <out>/_retouch/jobs/<job>/. Images whose
+output exists with the same pipeline fingerprint and input are skipped."""
+
+
+def add_plan_arguments(p) -> None:
+    """The pipeline flags shared with `retouch run`."""
+    p.add_argument("--ops", default="remove-text", help="comma-separated: remove-text,upscale (default remove-text)")
+    p.add_argument("--scale", type=float, default=4.0, help="upscale factor, 1-8 (default 4)")
+    p.add_argument("--mask-type", choices=["soft", "binary"], default="soft", help="soft (feathered) or binary mask")
+    p.add_argument("--mask-sigma", type=float, default=4.0, help="feathering sigma in px (default 4)")
+    p.add_argument("--mask-threshold", type=float, default=0.3, help="detector probability threshold (default 0.3)")
+    p.add_argument("--mask-dilate", type=int, default=2, help="px added around strokes (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    p.add_argument("--inpaint", default="auto", help="auto or a variant: telea, ns, patchmatch")
+    p.add_argument("--upscale", default="auto", help="auto or a variant (see `retouch models list`)")
+    p.add_argument("--no-hallucination", action="store_true", help="forensic mode: never a learned upscaler")
+    p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+
+
+def plan_from_args(args):
+    """A Plan from the flags; raises ValueError with one line on bad values."""
+    from orchestration.plan import Plan
+    from worker import inpaint
+
+    try:
+        plan = Plan(ops=[o.strip() for o in args.ops.split(",") if o.strip()], scale=args.scale,
+                    mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
+                    mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
+                    no_hallucination=args.no_hallucination, format=args.format, quality=args.quality)
+        if plan.inpaint != "auto":
+            inpaint.get(plan.inpaint)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    except KeyError as exc:
+        raise ValueError(str(exc).strip("'\"")) from None
+    return plan
+
+
+def register(sub) -> None:
+    p = sub.add_parser("submit", help="restore an s3:// prefix on the cluster; prints a job id",
+                       description=DESCRIPTION)
+    p.add_argument("source", metavar="s3://BUCKET/PREFIX", help="input prefix")
+    p.add_argument("--out", required=True, metavar="s3://BUCKET/PREFIX", help="output prefix (separate from input)")
+    add_plan_arguments(p)
+    p.add_argument("--force", action="store_true", help="redo (and overwrite) outputs that already exist")
+    p.add_argument("--batch-size", type=int, help="images per chord batch (default from settings: 100)")
+    p.add_argument("--gpu-queues", type=int,
+                   help="spread heavy stages over gpu.0..gpu.N-1 (default: the queues workers consume now)")
+    p.add_argument("--max-pixels", type=int, help="refuse larger images (default from settings: 100 MP)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish, with a progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import redis
+
+    from orchestration.jobs import JobStore, gpu_queues, submit
+    from orchestration.settings import load_settings
+    from orchestration.storage import Storage, StorageError
+    from tasks.app import app
+
+    settings = load_settings(max_pixels=args.max_pixels, batch_size=args.batch_size)
+    try:
+        plan = plan_from_args(args)
+    except ValueError as exc:
+        print(f"retouch submit: {exc}", file=sys.stderr)
+        return 2
+    if settings.batch_size < 1:
+        print(f"retouch submit: batch size must be at least 1 but is {settings.batch_size}", file=sys.stderr)
+        return 2
+    queues = ([f"gpu.{i}" for i in range(args.gpu_queues)] if args.gpu_queues is not None
+              else gpu_queues(app, settings.gpu_queues))
+    store = JobStore(redis.Redis.from_url(settings.redis_url))
+    try:
+        submitted = submit(app, Storage.from_settings(settings), store, args.source, args.out, plan,
+                           batch_size=settings.batch_size, queues=queues, force=args.force,
+                           max_pixels=settings.max_pixels)
+    except StorageError as exc:
+        print(f"retouch submit: {exc}", file=sys.stderr)
+        return 2
+    print(submitted.job, flush=True)
+    print(f"retouch submit: {submitted.images} images in {submitted.batches} batches on "
+          f"{', '.join(submitted.queues)}", file=sys.stderr)
+    if args.wait:
+        from orchestration.commands.watch import follow
+
+        return follow(store, submitted.job, timeout=None)
+    return 0

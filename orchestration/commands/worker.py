@@ -1,0 +1,91 @@
+"""``retouch worker``: serve the cluster's queues from this machine."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import tempfile
+import time
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Start Celery workers for the retouch cluster and keep them running.
+--gpus 0,1 starts one worker process per GPU (CUDA_VISIBLE_DEVICES set, solo pool,
+consuming queue gpu.<i>, models loaded once per process) plus one for the cpu queue
+(light stages, job summaries). --cpu (no GPU) starts one worker serving everything.
+A worker that dies is restarted; its unfinished task is redelivered. Broker, storage
+and limits come from RETOUCH_* settings (see docs/readme-cluster.md)."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("worker", help="run cluster workers (one per GPU, plus the cpu queue)",
+                       description=DESCRIPTION)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--gpus", help="comma-separated GPU indices, e.g. 0,1")
+    mode.add_argument("--cpu", action="store_true", help="no GPU: one worker serves every stage")
+    p.add_argument("--cpu-concurrency", type=int,
+                   help="processes for the cpu queue (default from settings: 1; 0 = none with --gpus)")
+    p.add_argument("--simulate-gpus", action="store_true", default=None,
+                   help="run the per-GPU workers on the CPU (tests; still consuming gpu.<i>)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics of all workers on this port")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="metrics listen address (default 127.0.0.1)")
+    p.add_argument("--loglevel", default="WARNING", help="worker log level (default WARNING)")
+    p.set_defaults(func=run)
+
+
+def parse_gpus(text: str) -> list[int]:
+    try:
+        gpus = [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise ValueError(f"--gpus must be comma-separated integers, e.g. 0,1, but is {text!r}") from None
+    if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
+        raise ValueError(f"--gpus must list distinct non-negative GPU indices but is {text!r}")
+    return gpus
+
+
+def run(args) -> int:
+    from orchestration.cluster import Supervisor, worker_specs
+    from orchestration.settings import load_settings
+
+    settings = load_settings(simulate_gpus=args.simulate_gpus, cpu_concurrency=args.cpu_concurrency)
+    try:
+        gpus = parse_gpus(args.gpus) if args.gpus else None
+    except ValueError as exc:
+        print(f"retouch worker: {exc}", file=sys.stderr)
+        return 2
+    specs = worker_specs(gpus, settings.cpu_concurrency, settings.simulate_gpus)
+    on_exit = None
+    if args.metrics_port:
+        on_exit = _start_metrics(args, settings, specs)
+    supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit)
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    supervisor.start_all()
+    print("retouch worker: " + ", ".join(f"{s.name} (pid {supervisor.pids()[s.name]}) on {','.join(s.queues)}"
+                                         f" [{s.device}]" for s in specs), flush=True)
+    try:
+        while not stop:
+            supervisor.poll()
+            time.sleep(0.5)
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def _start_metrics(args, settings, specs):
+    """Multiprocess Prometheus metrics: the parent prepares the shared
+    directory before starting the children and serves the merged view."""
+    try:
+        from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
+    except ImportError as exc:
+        print(f"retouch worker: --metrics-port needs monitoring.metrics ({exc}); continuing without metrics",
+              file=sys.stderr)
+        return None
+    path = tempfile.mkdtemp(prefix="retouch-metrics-")
+    prepare_multiprocess_dir(path)  # sets PROMETHEUS_MULTIPROC_DIR, inherited by the children
+    queues = sorted({q for s in specs for q in s.queues})
+    start_metrics_server(args.metrics_port, args.metrics_addr, redis_url=settings.redis_url, queues=queues)
+    return mark_process_dead

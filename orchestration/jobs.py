@@ -1,0 +1,341 @@
+"""Jobs: a prefix of images restored by the cluster, with its state and manifest.
+
+``submit`` lists the input prefix page by page and enqueues the images in
+chord batches (``batch_size`` chains each), so millions of keys never sit in
+memory. Each image is a chain ``detect -> inpaint -> postprocess -> upscale ->
+finish`` (only the stages its ops need); its heavy stages go to one
+``gpu.<i>`` queue, so the models loaded there are reused; the light ones to
+``cpu``. Messages carry keys and a small JSON state, never pixels.
+
+Job state lives in Redis under ``retouch:job:<id>:*`` (counts, per-image final
+status set once, timestamps). When every batch is done, the job writes its JSON
+Lines manifest (one line per image) and a summary next to it in S3:
+``<out prefix>/_retouch/jobs/<id>/manifest.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Iterator
+
+from orchestration.plan import Plan
+from orchestration.storage import S3Url, Storage, StorageError, join, overlaps, parse_url
+
+log = logging.getLogger(__name__)
+
+JOB_DIR = "_retouch/jobs"
+STATUSES = ("ok", "failed", "skipped")
+HEAVY = {"detect", "inpaint", "upscale"}
+
+
+def image_suffixes() -> dict[str, str]:
+    from worker.io import EXTENSIONS
+
+    return EXTENSIONS
+
+
+# --- key layout -----------------------------------------------------------
+
+def job_prefix(out: S3Url, job: str) -> str:
+    return join(out.prefix, JOB_DIR, job)
+
+
+def manifest_key(out: S3Url, job: str) -> str:
+    return join(job_prefix(out, job), "manifest.jsonl")
+
+
+def output_key(src: S3Url, out: S3Url, key: str, fmt: str | None) -> str:
+    """The output mirrors the input layout under the output prefix; with a
+    ``--format``, the suffix follows the format."""
+    from worker.io import SUFFIX
+
+    rel = PurePosixPath(key[len(src.prefix) + 1:] if src.prefix else key)
+    if fmt:
+        name = fmt.upper()
+        name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+        rel = rel.with_suffix(SUFFIX.get(name, ".png"))
+    return join(out.prefix, str(rel))
+
+
+def artifact_prefix(out: S3Url, job: str, src: S3Url, key: str) -> str:
+    rel = key[len(src.prefix) + 1:] if src.prefix else key
+    return join(job_prefix(out, job), "artifacts", rel)
+
+
+# --- job state in Redis ----------------------------------------------------
+
+class JobStore:
+    """Counters and per-image outcomes of jobs, in Redis. Every update is
+    idempotent per image, so a redelivered task never counts twice."""
+
+    def __init__(self, redis):
+        self.redis = redis
+
+    @staticmethod
+    def k(job: str, what: str) -> str:
+        return f"retouch:job:{job}:{what}"
+
+    def create(self, job: str, meta: dict) -> None:
+        self.redis.hset(self.k(job, "meta"), mapping={k: json.dumps(v) for k, v in meta.items()})
+
+    def meta(self, job: str) -> dict:
+        raw = self.redis.hgetall(self.k(job, "meta"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def set_meta(self, job: str, **values) -> None:
+        self.redis.hset(self.k(job, "meta"), mapping={k: json.dumps(v) for k, v in values.items()})
+
+    def add_queued(self, job: str, n: int) -> None:
+        self.redis.hincrby(self.k(job, "counts"), "total", n)
+
+    def started(self, job: str, image: str) -> None:
+        """First delivery of an image's first task: queued -> running (once)."""
+        if self.redis.hsetnx(self.k(job, "started"), image, int(time.time())):
+            pipe = self.redis.pipeline()
+            pipe.hincrby(self.k(job, "counts"), "running", 1)
+            pipe.hsetnx(self.k(job, "meta"), "first_start", json.dumps(time.time()))
+            pipe.execute()
+
+    def finished(self, job: str, image: str, status: str) -> bool:
+        """Record an image's final status once. Returns True the first time
+        (the caller then counts it in metrics), False for a repeat."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES} but is {status!r}")
+        self.redis.hincrby(self.k(job, "finishes"), image, 1)
+        if not self.redis.hsetnx(self.k(job, "status"), image, status):
+            return False
+        pipe = self.redis.pipeline()
+        pipe.hincrby(self.k(job, "counts"), status, 1)
+        if self.redis.hexists(self.k(job, "started"), image):
+            pipe.hincrby(self.k(job, "counts"), "running", -1)
+        pipe.hset(self.k(job, "meta"), "last_finish", json.dumps(time.time()))
+        pipe.execute()
+        return True
+
+    def wrote_output(self, job: str, image: str) -> None:
+        self.redis.hincrby(self.k(job, "writes"), image, 1)
+
+    def counts(self, job: str) -> dict[str, int]:
+        raw = self.redis.hgetall(self.k(job, "counts"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def batch_done(self, job: str, batch: int) -> None:
+        # a set, not a counter: a redelivered chord callback counts once
+        self.redis.sadd(self.k(job, "batches_done"), batch)
+
+    def batches_done(self, job: str) -> int:
+        return int(self.redis.scard(self.k(job, "batches_done")))
+
+    def claim_finalize(self, job: str) -> bool:
+        """True for exactly one caller once the job is sealed and all its batches are done."""
+        meta = self.meta(job)
+        if not meta.get("sealed") or self.batches_done(job) < int(meta.get("batches", 0)):
+            return False
+        return bool(self.redis.set(self.k(job, "finalize"), 1, nx=True))
+
+    def per_image(self, job: str, what: str) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.k(job, what)).items()}
+
+
+# --- status -------------------------------------------------------------
+
+@dataclass
+class JobStatus:
+    job: str
+    total: int
+    sealed: bool
+    queued: int
+    running: int
+    done: int
+    failed: int
+    skipped: int
+    elapsed: float
+    throughput: float      # finished images per second since the first one started
+    finished: bool
+    manifest: str | None
+
+    @property
+    def completed(self) -> int:
+        return self.done + self.failed + self.skipped
+
+    def line(self) -> str:
+        state = "finished" if self.finished else ("running" if self.sealed else "submitting")
+        return (f"job {self.job}: {state}; {self.total} images: {self.queued} queued, {self.running} running, "
+                f"{self.done} done, {self.failed} failed, {self.skipped} skipped; "
+                f"{self.throughput * 60:.1f} images/min over {self.elapsed:.1f}s"
+                + (f"; manifest {self.manifest}" if self.manifest else ""))
+
+
+def status(store: JobStore, job: str) -> JobStatus:
+    """Raises KeyError if the job is unknown."""
+    meta = store.meta(job)
+    if not meta:
+        raise KeyError(f"unknown job {job!r}")
+    c = store.counts(job)
+    total, running = c.get("total", 0), max(0, c.get("running", 0))
+    done, failed, skipped = c.get("ok", 0), c.get("failed", 0), c.get("skipped", 0)
+    start = meta.get("first_start") or meta.get("created")
+    end = meta.get("finished_at") or (time.time() if not meta.get("finished_at") else None)
+    elapsed = max(0.0, (end or time.time()) - start) if start else 0.0
+    finished_n = done + failed + skipped
+    return JobStatus(job, total, bool(meta.get("sealed")), max(0, total - finished_n - running), running, done,
+                     failed, skipped, elapsed, finished_n / elapsed if elapsed > 0 else 0.0,
+                     bool(meta.get("finished_at")), meta.get("manifest"))
+
+
+# --- submit ----------------------------------------------------------------
+
+@dataclass
+class Submitted:
+    job: str
+    images: int
+    batches: int
+    queues: list[str]
+
+
+def list_images(storage: Storage, src: S3Url) -> Iterator[dict]:
+    """Image objects under ``src`` (known extensions, no hidden segments),
+    page by page."""
+    suffixes = image_suffixes()
+    for obj in storage.list_objects(src):
+        rel = obj["Key"][len(src.prefix) + 1:] if src.prefix else obj["Key"]
+        if PurePosixPath(rel).suffix.lower() not in suffixes:
+            continue
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        yield obj
+
+
+def gpu_queues(app, fallback: int, timeout: float = 1.0) -> list[str]:
+    """The ``gpu.<i>`` queues workers consume now (asked over the broker);
+    ``fallback`` queues if no worker answers; [] means heavy stages go to cpu."""
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception as exc:  # no worker, broker trouble: route by settings
+        log.info("could not ask workers for their queues (%s); using settings", exc)
+        replies = {}
+    if replies:
+        names = {q["name"] for queues in replies.values() for q in queues}
+        return sorted((n for n in names if n.startswith("gpu.")), key=lambda n: int(n.split(".")[1]))
+    return [f"gpu.{i}" for i in range(fallback)]
+
+
+def image_chain(app, state: dict, heavy_queue: str, ops: list[str]):
+    from celery import chain
+
+    from tasks.app import CPU_QUEUE
+
+    names = (["detect", "inpaint", "postprocess"] if "remove-text" in ops else []) + \
+            (["upscale"] if "upscale" in ops else []) + ["finish"]
+    sigs = [app.signature(f"retouch.{n}", queue=heavy_queue if n in HEAVY else CPU_QUEUE) for n in names]
+    sigs[0].args = (state,)
+    return chain(*sigs)
+
+
+def submit(app, storage: Storage, store: JobStore, src_url: str, out_url: str, plan: Plan, *,
+           batch_size: int = 100, queues: list[str] | None = None, force: bool = False,
+           max_pixels: int = 100_000_000, job: str | None = None) -> Submitted:
+    """Enqueue every image under ``src_url``. Raises StorageError if the
+    prefixes overlap (originals are never overwritten) or a URL is invalid."""
+    from celery import chord, group
+
+    from tasks.app import CPU_QUEUE
+
+    src, out = parse_url(src_url), parse_url(out_url)
+    if overlaps(src, out):
+        raise StorageError(f"output {out} overlaps input {src}: originals are never overwritten; "
+                           f"choose a separate output prefix")
+    plan = plan.model_copy(update={"device": "auto"})  # each worker computes on its own device
+    job = job or uuid.uuid4().hex[:12]
+    fingerprint = plan.fingerprint()
+    queues = list(queues) if queues is not None else []
+    heavy = queues or [CPU_QUEUE]
+    store.create(job, {"created": time.time(), "input": str(src), "output": str(out), "plan": plan.model_dump(),
+                       "fingerprint": fingerprint, "sealed": False, "batches": 0, "queues": heavy,
+                       "manifest": None, "finished_at": None})
+    store.add_queued(job, 0)
+    plan_dict = plan.model_dump()
+    n = batches = 0
+    pending: list = []
+
+    def flush():
+        nonlocal batches, pending
+        if not pending:
+            return
+        header = group([image_chain(app, st, q, plan.ops) for st, q in pending])
+        callback = app.signature("retouch.batch_done", args=(job, batches), queue=CPU_QUEUE)
+        store.add_queued(job, len(pending))
+        store.set_meta(job, batches=batches + 1)
+        chord(header)(callback)
+        batches += 1
+        pending = []
+
+    for obj in list_images(storage, src):
+        state = {
+            "job": job, "bucket": src.bucket, "key": obj["Key"], "etag": obj["ETag"], "size": obj["Size"],
+            "out_bucket": out.bucket, "out_key": output_key(src, out, obj["Key"], plan.format),
+            "artifacts": artifact_prefix(out, job, src, obj["Key"]), "plan": plan_dict,
+            "fingerprint": fingerprint, "force": force, "max_pixels": max_pixels, "index": n,
+            "queue": heavy[n % len(heavy)], "status": "pending", "record": {"timings": {}, "decisions": []},
+            "files": {}, "task_seconds": {},
+        }
+        pending.append((state, state["queue"]))
+        n += 1
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    store.set_meta(job, sealed=True, batches=batches, images=n)
+    if store.claim_finalize(job):  # nothing to do, or every batch already finished
+        app.signature("retouch.finalize_job", args=(job,), queue=CPU_QUEUE).apply_async()
+    log.info("job %s: %d images in %d batches over %s", job, n, batches, ", ".join(heavy))
+    return Submitted(job, n, batches, heavy)
+
+
+# --- manifest --------------------------------------------------------------
+
+def part_key(out: S3Url, job: str, batch: int) -> str:
+    return join(job_prefix(out, job), "parts", f"part-{batch:06d}.jsonl")
+
+
+def write_part(storage: Storage, out: S3Url, job: str, batch: int, lines: list[dict]) -> None:
+    """One batch's manifest lines (deduplicated by image key, sorted)."""
+    unique = {line["key"]: line for line in lines if isinstance(line, dict) and "key" in line}
+    body = "".join(json.dumps(unique[k], sort_keys=True) + "\n" for k in sorted(unique)).encode()
+    storage.put(out.bucket, part_key(out, job, batch), body, {"job": job}, "application/x-ndjson")
+
+
+def write_manifest(storage: Storage, store: JobStore, job: str) -> dict:
+    """Concatenate the batch parts into ``manifest.jsonl`` (streamed through a
+    spooled file, multipart when large) and write ``summary.json``."""
+    meta = store.meta(job)
+    out = parse_url(meta["output"])
+    totals = {s: 0 for s in STATUSES}
+    with tempfile.SpooledTemporaryFile(max_size=64 * 2**20) as spool:
+        for batch in range(int(meta.get("batches", 0))):
+            data = storage.get(out.bucket, part_key(out, job, batch))
+            for raw in data.splitlines():
+                if raw.strip():
+                    totals[json.loads(raw)["status"]] += 1
+            spool.write(data)
+        spool.seek(0)
+        key = manifest_key(out, job)
+        storage.put(out.bucket, key, spool, {"job": job, "fingerprint": meta["fingerprint"]},
+                    "application/x-ndjson")
+    summary = {"job": job, "input": meta["input"], "output": meta["output"], "fingerprint": meta["fingerprint"],
+               "plan": meta["plan"], "images": sum(totals.values()), **totals,
+               "manifest": f"s3://{out.bucket}/{key}", "created": meta.get("created"),
+               "first_start": meta.get("first_start"), "finished_at": time.time()}
+    storage.put_json(out.bucket, join(job_prefix(out, job), "summary.json"), summary, {"job": job})
+    store.set_meta(job, manifest=summary["manifest"], finished_at=summary["finished_at"], totals=totals)
+    return summary
+
+
+def read_manifest(storage: Storage, manifest_url: str) -> list[dict]:
+    url = parse_url(manifest_url)
+    return [json.loads(line) for line in storage.get(url.bucket, url.prefix).splitlines() if line.strip()]

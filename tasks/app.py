@@ -1,0 +1,93 @@
+"""The one Celery app of retouch and its configuration.
+
+JSON is the only serializer (no pickle anywhere); Redis is the broker and the
+result backend. Tasks are acknowledged late and rejected when their worker is
+lost, so a killed worker's task is redelivered (after the Redis visibility
+timeout, which must exceed the longest task) and the delivery cap in
+``tasks.pipeline`` stops poison messages. Heavy stages are routed per image to
+a ``gpu.<i>`` queue when the job is submitted (``orchestration.jobs``); every
+other task goes to the ``cpu`` queue.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.backends.redis import RedisBackend
+
+from orchestration.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+CPU_QUEUE = "cpu"
+TASK_MODULES = ["tasks.pipeline"]
+
+
+class JobResultBackend(RedisBackend):
+    """The Redis result backend, minus the client-side subscription to every
+    sent task's result: nothing in retouch waits on task results (jobs are
+    followed through their Redis counters), and a submit of a million images
+    must not hold a million pub/sub subscriptions."""
+
+    def on_task_call(self, producer, task_id):
+        pass
+
+
+def config(settings: Settings) -> dict:
+    """Celery settings derived from retouch settings (see docs/readme-cluster.md)."""
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": settings.unacked_restore_interval,
+        # scan for abandoned messages on every sweep, not every tenth
+        "unacked_restore_throttle": 1,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": _backend_url(settings.backend_url),
+        "task_serializer": "json", "result_serializer": "json",
+        "accept_content": ["json"], "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "task_default_queue": CPU_QUEUE,
+        "task_create_missing_queues": True,
+        "result_expires": 7 * 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_track_started": False,
+    }
+
+
+def _backend_url(url: str) -> str:
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return f"{__name__}:JobResultBackend+{url}"
+    return url
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or load_settings()
+    if settings.visibility_timeout <= settings.task_time_limit:
+        log.warning("visibility_timeout (%ss) should exceed task_time_limit (%ss): a long task would be "
+                    "delivered twice", settings.visibility_timeout, settings.task_time_limit)
+    celery = Celery("retouch", include=TASK_MODULES)
+    celery.conf.update(config(settings))
+    _connect_monitoring(celery)
+    return celery
+
+
+def _connect_monitoring(celery: Celery) -> None:
+    try:
+        from monitoring import celery_signals
+    except ImportError:  # monitoring/celery_signals.py lands with issue 5
+        return
+    celery_signals.connect(celery)
+
+
+app = make_app()

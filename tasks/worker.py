@@ -1,0 +1,38 @@
+"""One worker process: ``python -m tasks.worker --queues gpu.0 --device cuda:0``.
+
+Started by ``retouch worker`` (its supervisor), one per GPU with
+``CUDA_VISIBLE_DEVICES`` set, or one for the cpu queue. GPU workers use the
+solo pool: CUDA and fork do not mix, and one process keeps one model cache,
+so models load once; time limits are then enforced by ``tasks.limits``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.worker")
+    parser.add_argument("--queues", required=True, help="comma-separated queues to consume")
+    parser.add_argument("--device", default="auto", help="device models run on (auto, cpu, cuda:N)")
+    parser.add_argument("--pool", default="solo", choices=["solo", "threads", "prefork"])
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--hostname", required=True)
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+
+    from monitoring.logs import configure_logging
+    from tasks import runtime
+
+    configure_logging(args.loglevel, decisions=True)
+    runtime.configure(runtime.WorkerOptions(device=args.device, enforce_limits=args.pool != "prefork",
+                                            hostname=args.hostname))
+    from tasks.app import app
+
+    app.worker_main(["worker", "-Q", args.queues, "-P", args.pool, "-c", str(args.concurrency),
+                     "-n", args.hostname, "-l", args.loglevel, "--without-gossip", "--without-mingle"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
