@@ -267,3 +267,80 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+# --- `retouch cluster up/down`: pid files under a state dir -----------------
+
+def _write_pid(state_dir: Path, name: str, pid: int) -> None:
+    (state_dir / f"{name}.pid").write_text(f"{pid}\n")
+
+
+def cluster_up(state_dir: Path, redis_port: int = 6379, s3_port: int = 8333, access_key: str | None = None,
+               secret_key: str | None = None, worker: bool = True, env: dict | None = None) -> dict:
+    """Start redis-server, weed mini (S3) and one ``retouch worker --cpu``,
+    all on 127.0.0.1; pid files and logs go to ``state_dir``. Writes
+    ``state_dir/cluster.env`` (mode 0600: it holds the S3 credentials) with
+    the RETOUCH_* settings that reach this cluster. Returns the endpoints.
+    Raises ClusterError if it is already up or a server does not start."""
+    import secrets
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    running = [n for n in ("redis", "s3", "worker") if _pid_alive(state_dir, n)]
+    if running:
+        raise ClusterError(f"cluster already up in {state_dir} ({', '.join(running)}); run `retouch cluster down`")
+    access_key = access_key or "retouch" + secrets.token_hex(4)
+    secret_key = secret_key or secrets.token_urlsafe(24)
+    started: list[Server] = []
+    try:
+        redis_server = start_redis(state_dir / "redis", redis_port)
+        started.append(redis_server)
+        _write_pid(state_dir, "redis", redis_server.proc.pid)
+        s3 = start_s3(state_dir / "s3", s3_port, access_key, secret_key)
+        started.append(s3)
+        _write_pid(state_dir, "s3", s3.proc.pid)
+    except Exception:
+        for server in started:
+            server.stop()
+        raise
+    settings_env = {"RETOUCH_REDIS_URL": redis_server.url, "RETOUCH_S3_ENDPOINT_URL": s3.url,
+                    "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    env_file = state_dir / "cluster.env"
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in settings_env.items()))
+    endpoints = {"redis": redis_server.url, "s3": s3.url, "env_file": str(env_file)}
+    if worker:
+        log_file = state_dir / "worker.log"
+        proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "worker", "--cpu"],
+                                env={**(env if env is not None else os.environ), **settings_env},
+                                stdout=log_file.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _write_pid(state_dir, "worker", proc.pid)
+        endpoints["worker_pid"] = proc.pid
+    return endpoints
+
+
+def _pid_alive(state_dir: Path, name: str) -> bool:
+    pid_file = state_dir / f"{name}.pid"
+    try:
+        return _alive(int(pid_file.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def cluster_down(state_dir: Path, timeout: float = 30.0) -> list[str]:
+    """Stop what ``cluster_up`` started (worker first, so it finishes its
+    task while the servers are still there). Returns the names stopped."""
+    stopped = []
+    for name in ("worker", "s3", "redis"):
+        pid_file = state_dir / f"{name}.pid"
+        if not pid_file.exists():
+            continue
+        try:
+            pid = int(pid_file.read_text())
+        except ValueError:
+            pid_file.unlink()
+            continue
+        if _alive(pid) and stop_process(pid, timeout):
+            stopped.append(name)
+        pid_file.unlink()
+    return stopped

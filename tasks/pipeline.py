@@ -117,6 +117,7 @@ def _run(task, name: str, body, state: dict) -> dict:
     finally:
         _mark_current(rt, task, name, None)
     state["task_seconds"][name] = round(time.perf_counter() - start, 4)
+    state.setdefault("workers", {})[name] = task.request.hostname
     return state
 
 
@@ -308,7 +309,7 @@ def finish(self, state: dict) -> dict:
         "record": _url(state["out_bucket"], state["record_key"]) if state.get("record_key") else None,
         "variants": {d["stage"]: d["variant"] for d in record.get("decisions", [])},
         "timings": record.get("timings", {}), "task_seconds": state.get("task_seconds", {}),
-        "queue": state.get("queue"), "error": state.get("error"),
+        "queue": state.get("queue"), "workers": state.get("workers", {}), "error": state.get("error"),
         "artifacts": {k: _url(state["out_bucket"], v) for k, v in state.get("files", {}).items()
                       if k not in TRANSIENT_ARTIFACTS},
     }

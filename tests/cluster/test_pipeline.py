@@ -1,0 +1,179 @@
+"""The distributed pipeline end to end, on real Redis and real S3 (SeaweedFS):
+submit a prefix of real photos, two per-GPU workers (pinning simulated on the
+CPU) restore them, the manifest is complete, originals are untouched, a
+re-submit reprocesses nothing, and a worker killed mid-task loses nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from clusterlib import retouch, wait_job
+
+pytestmark = pytest.mark.cluster
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _upload(s3, bucket: str, prefix: str, files: dict[str, bytes]) -> dict[str, str]:
+    for name, data in files.items():
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data)
+    return {f"{prefix}/{name}": _sha(data) for name, data in files.items()}
+
+
+def _manifest(s3, url: str) -> list[dict]:
+    bucket, key = url[5:].split("/", 1)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def _job_hash(env: dict, job: str, what: str) -> dict[str, int]:
+    r = redis.Redis.from_url(env["RETOUCH_REDIS_URL"])
+    return {k.decode(): int(v) for k, v in r.hgetall(f"retouch:job:{job}:{what}").items()}
+
+
+def _status(env: dict, job: str) -> dict:
+    return json.loads(retouch("status", job, "--json", env=env).stdout)
+
+
+def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, start_workers, archive_photos,
+                                                     tmp_path):
+    from PIL import Image as PILImage
+
+    photos = archive_photos(30, seed=1)
+    originals = _upload(s3, bucket, "raw", photos)
+    s3.put_object(Bucket=bucket, Key="raw/broken/truncated.jpg", Body=photos["astronaut-000.jpg"][:300])
+    originals["raw/broken/truncated.jpg"] = _sha(photos["astronaut-000.jpg"][:300])
+    s3.put_object(Bucket=bucket, Key="raw/notes.txt", Body=b"not an image, not listed")
+
+    env = {**cluster_env, "RETOUCH_SIMULATE_GPUS": "1"}
+    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1")
+    workers.wait_ready(["gpu.0", "gpu.1", "cpu"], env["RETOUCH_REDIS_URL"])
+    gpu_pids = {q: workers.child(q).pid for q in ("gpu.0", "gpu.1")}
+    assert workers.child("gpu.0").environ()["CUDA_VISIBLE_DEVICES"] == "0"
+    assert workers.child("gpu.1").environ()["CUDA_VISIBLE_DEVICES"] == "1"
+
+    # the output prefix may not overlap the input prefix
+    refused = retouch("submit", f"s3://{bucket}/raw", "--out", f"s3://{bucket}/raw/out", env=env, check=False)
+    assert refused.returncode == 2 and "overlaps" in refused.stderr
+
+    job = retouch("submit", f"s3://{bucket}/raw", "--out", f"s3://{bucket}/restored", "--ops", "remove-text",
+                  "--batch-size", "8", env=env).stdout.strip()
+    last = wait_job(env, job, timeout=180)
+    assert "30 done, 1 failed, 0 skipped" in last, last
+
+    st = _status(env, job)
+    assert (st["done"], st["failed"], st["skipped"], st["queued"], st["running"]) == (30, 1, 0, 0, 0)
+    assert st["finished"] and st["throughput"] > 0
+    lines = _manifest(s3, st["manifest"])
+    assert sorted(line["key"] for line in lines) == sorted(originals)  # one line per image, .txt not listed
+    by_key = {line["key"]: line for line in lines}
+
+    bad = by_key.pop("raw/broken/truncated.jpg")
+    assert bad["status"] == "failed" and bad["output"] is None
+    assert bad["error"].startswith(f"s3://{bucket}/raw/broken/truncated.jpg: ")
+
+    used = {"gpu.0": 0, "gpu.1": 0}
+    for key, line in by_key.items():
+        assert line["status"] == "ok" and line["error"] is None, line
+        queue = line["queue"]
+        used[queue] += 1
+        # heavy stages ran on the worker of the image's GPU queue, light ones on the cpu worker
+        assert line["workers"]["detect"].startswith(queue.replace(".", "")), line["workers"]
+        assert line["workers"]["inpaint"] == line["workers"]["detect"]
+        assert line["workers"]["postprocess"].startswith("cpu")
+        assert set(line["timings"]) >= {"detect", "inpaint", "postprocess"} and line["variants"]["inpaint"]
+        out_key = line["output"].split("/", 3)[3]
+        assert out_key == key.replace("raw/", "restored/", 1)
+        obj = s3.get_object(Bucket=bucket, Key=out_key)
+        data = obj["Body"].read()
+        assert PILImage.open(__import__("io").BytesIO(data)).size == (256, 256)
+        meta = obj["Metadata"]
+        assert meta["retouch-ops"] == "remove-text" and meta["retouch-seed"] == "0"
+        assert len(meta["retouch-fingerprint"]) == 16 and "inpaint=" in meta["retouch-models"]
+        record = json.loads(s3.get_object(Bucket=bucket, Key=out_key + ".json")["Body"].read())
+        assert record["output"]["sha256"] == _sha(data) and record["input"]["sha256"] == originals[key]
+        assert record["fingerprint"] == meta["retouch-fingerprint"]
+        conf = s3.get_object(Bucket=bucket, Key=line["artifacts"]["confidence"].split("/", 3)[3])["Body"].read()
+        assert np.load(__import__("io").BytesIO(conf), allow_pickle=False).shape == (256, 256)
+    assert used["gpu.0"] == 15 and used["gpu.1"] == 15
+
+    # originals byte-identical
+    for key, digest in originals.items():
+        assert _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == digest
+    # models loaded once per worker process: the GPU workers were never restarted
+    assert {q: workers.child(q).pid for q in ("gpu.0", "gpu.1")} == gpu_pids
+
+    # the distributed output equals the embedded run's, byte for byte
+    sample = "raw/coffee-002.jpg"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "coffee-002.jpg").write_bytes(photos["coffee-002.jpg"])
+    retouch("run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--ops", "remove-text", "--no-progress",
+            env=env)
+    embedded = (tmp_path / "out" / "coffee-002.jpg").read_bytes()
+    assert s3.get_object(Bucket=bucket, Key="restored/coffee-002.jpg")["Body"].read() == embedded, sample
+
+    writes = _job_hash(env, job, "writes")
+    assert len(writes) == 30 and set(writes.values()) == {1}
+    etags = {k: s3.head_object(Bucket=bucket, Key=k.replace("raw/", "restored/", 1))["ETag"] for k in by_key}
+
+    # re-submitting the same prefix with the same settings reprocesses nothing
+    again = retouch("submit", f"s3://{bucket}/raw", "--out", f"s3://{bucket}/restored", "--ops", "remove-text",
+                    "--batch-size", "8", env=env).stdout.strip()
+    last = wait_job(env, again, timeout=60)
+    assert "0 done, 1 failed, 30 skipped" in last, last
+    assert _job_hash(env, again, "writes") == {}
+    lines = _manifest(s3, _status(env, again)["manifest"])
+    assert sorted(line["status"] for line in lines) == ["failed"] + ["skipped"] * 30
+    assert all(line["task_seconds"].keys() <= {"detect"} for line in lines)  # skipped before any compute
+    assert {k: s3.head_object(Bucket=bucket, Key=k.replace("raw/", "restored/", 1))["ETag"] for k in by_key} == etags
+
+
+def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, s3, start_workers, archive_photos):
+    photos = archive_photos(12, seed=2)
+    originals = _upload(s3, bucket, "in", photos)
+    env = {**cluster_env, "RETOUCH_SIMULATE_GPUS": "1", "RETOUCH_VISIBILITY_TIMEOUT": "12",
+           "RETOUCH_UNACKED_RESTORE_INTERVAL": "1", "RETOUCH_TASK_SOFT_TIME_LIMIT": "8",
+           "RETOUCH_TASK_TIME_LIMIT": "10"}
+    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1")
+    workers.wait_ready(["gpu.0", "gpu.1", "cpu"], env["RETOUCH_REDIS_URL"])
+    job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--ops", "remove-text",
+                  "--inpaint", "telea", "--batch-size", "4", env=env).stdout.strip()
+
+    # SIGKILL the gpu.1 worker while it is inside a task
+    r = redis.Redis.from_url(env["RETOUCH_REDIS_URL"])
+    victim = workers.child("gpu.1")
+    killed = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and killed is None:
+        for key in r.scan_iter("retouch:worker:gpu1.*:current"):
+            current = r.get(key)
+            if current and json.loads(current)["task"] in ("detect", "inpaint"):
+                victim.send_signal(signal.SIGKILL)
+                killed = json.loads(current)
+                break
+        time.sleep(0.02)
+    assert killed is not None, "gpu.1 worker never seen inside a task"
+
+    last = wait_job(env, job, timeout=150)
+    assert "12 done, 0 failed, 0 skipped" in last, last
+    # the supervisor started a new gpu.1 worker, and the killed task was delivered again
+    assert workers.child("gpu.1") is not None and workers.child("gpu.1").pid != victim.pid
+    deliveries = [int(r.get(k)) for k in r.scan_iter("retouch:delivery:*")]
+    assert max(deliveries) == 2 and deliveries.count(2) >= 1
+
+    lines = _manifest(s3, _status(env, job)["manifest"])
+    assert sorted(line["key"] for line in lines) == sorted(originals)
+    assert all(line["status"] == "ok" for line in lines)
+    assert _job_hash(env, job, "finishes") == {k: 1 for k in originals}  # each image finished once
+    assert _job_hash(env, job, "writes") == {k: 1 for k in originals}    # each output written once
+    for key, digest in originals.items():
+        assert _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == digest
