@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 JOB_DIR = "_retouch/jobs"
 STATUSES = ("ok", "failed", "skipped")
 HEAVY = {"detect", "inpaint", "upscale"}
+ACTIVE = "retouch:jobs:active"
 
 
 def image_suffixes() -> dict[str, str]:
@@ -83,6 +84,21 @@ class JobStore:
 
     def create(self, job: str, meta: dict) -> None:
         self.redis.hset(self.k(job, "meta"), mapping={k: json.dumps(v) for k, v in meta.items()})
+        self.redis.sadd(ACTIVE, job)
+
+    def active(self) -> dict[str, dict[str, int]]:
+        """``{job: {queued, running, ok, failed, skipped}}`` for jobs not finished yet."""
+        result = {}
+        for raw in self.redis.smembers(ACTIVE):
+            job = raw.decode()
+            try:
+                st = status(self, job)
+            except KeyError:
+                self.redis.srem(ACTIVE, job)
+                continue
+            result[job] = {"queued": st.queued, "running": st.running, "ok": st.done, "failed": st.failed,
+                           "skipped": st.skipped}
+        return result
 
     def meta(self, job: str) -> dict:
         raw = self.redis.hgetall(self.k(job, "meta"))
@@ -333,6 +349,7 @@ def write_manifest(storage: Storage, store: JobStore, job: str) -> dict:
                "first_start": meta.get("first_start"), "finished_at": time.time()}
     storage.put_json(out.bucket, join(job_prefix(out, job), "summary.json"), summary, {"job": job})
     store.set_meta(job, manifest=summary["manifest"], finished_at=summary["finished_at"], totals=totals)
+    store.redis.srem(ACTIVE, job)
     return summary
 
 

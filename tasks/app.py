@@ -16,6 +16,7 @@ import logging
 from celery import Celery
 from celery.backends.redis import RedisBackend
 
+from monitoring import celery_signals
 from orchestration.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ class JobResultBackend(RedisBackend):
 
     def on_task_call(self, producer, task_id):
         pass
+
+    def add_pending_result(self, result, weak=False, start_drainer=True):
+        return result  # group.apply_async subscribes each chain's result otherwise
+
+    def remove_pending_result(self, result):
+        return result
 
 
 def config(settings: Settings) -> dict:
@@ -78,16 +85,8 @@ def make_app(settings: Settings | None = None) -> Celery:
                     "delivered twice", settings.visibility_timeout, settings.task_time_limit)
     celery = Celery("retouch", include=TASK_MODULES)
     celery.conf.update(config(settings))
-    _connect_monitoring(celery)
+    celery_signals.connect(celery)  # in-flight, retries, redeliveries flagged by kombu
     return celery
-
-
-def _connect_monitoring(celery: Celery) -> None:
-    try:
-        from monitoring import celery_signals
-    except ImportError:  # monitoring/celery_signals.py lands with issue 5
-        return
-    celery_signals.connect(celery)
 
 
 app = make_app()

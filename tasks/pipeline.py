@@ -4,9 +4,11 @@ Every task takes and returns one JSON state dict for one image (keys, plan,
 record fragments, status; built by ``orchestration.jobs.submit``). Pixels never
 travel through the broker: each task reads the original and the previous
 stage's arrays from S3 and writes its own arrays under the job's artifact
-prefix (``confidence.npy``, ``mask.npy``, ``region.npy``, ``fill.npz``,
-``restored.npz``; exact float32, read back with ``allow_pickle=False``), so the
-distributed output equals the embedded one byte for byte.
+prefix (``confidence.npz``, ``mask.npz``, ``region.npz``: the HxW map as
+``array``; ``fill.npz``, ``restored.npz``: the pixels that differ from the
+input, as ``index``/``values``; all exact, read back with
+``allow_pickle=False``), so the distributed output equals the embedded one
+byte for byte.
 
 A bad image never raises out of its chain: the state turns ``failed`` with a
 one-line error, the later stages pass it through, and ``finish`` records it,
@@ -69,7 +71,10 @@ def _count_delivery(rt, task, name: str) -> int:
     pipe.incr(key)
     pipe.expire(key, 7 * 24 * 3600)
     n = int(pipe.execute()[0])
-    if n > 1 and rt.metrics is not None:
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    if n > 1 and not delivery.get("redelivered"):
+        # kombu flags restored messages and monitoring.celery_signals counts those;
+        # count here only the redeliveries kombu did not flag
         rt.metrics.task_redelivered(name)
     return n
 
@@ -107,8 +112,6 @@ def _run(task, name: str, body, state: dict) -> dict:
         state = _fail(state, f"{name} exceeded the soft time limit ({rt.settings.task_soft_time_limit}s)")
     except Exception as exc:
         if (is_transient(exc) or _redis_transient(exc)) and task.request.retries < rt.settings.task_max_retries:
-            if rt.metrics is not None:
-                rt.metrics.task_retried(name)
             log.warning("%s: %s: transient error, retrying: %s", state["key"], name, exc)
             raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
         if not isinstance(exc, ValueError):
@@ -134,26 +137,47 @@ def stage(name: str):
 
 # --- array artifacts -------------------------------------------------------
 
-def _save(rt, state: dict, name: str, **arrays) -> None:
+def _put_arrays(rt, state: dict, name: str, compress: bool, **arrays) -> None:
     buf = io.BytesIO()
-    if len(arrays) == 1 and "array" in arrays:
-        np.save(buf, arrays["array"], allow_pickle=False)
-        key = f"{state['artifacts']}/{name}.npy"
-    else:
-        np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
-        key = f"{state['artifacts']}/{name}.npz"
+    (np.savez_compressed if compress else np.savez)(buf, **{k: v for k, v in arrays.items() if v is not None})
+    key = f"{state['artifacts']}/{name}.npz"
     rt.storage.put(state["out_bucket"], key, buf.getvalue(), {"retouch-job": state["job"]},
                    "application/octet-stream", overwrite=state["force"])
     state["files"][name] = key
 
 
-def _load(rt, state: dict, name: str):
+def _save_map(rt, state: dict, name: str, array: np.ndarray) -> None:
+    """A confidence map or mask (HxW, exact; zero outside the text, so it compresses fast)."""
+    _put_arrays(rt, state, name, True, array=array)
+
+
+def _save_pixels(rt, state: dict, name: str, base: np.ndarray, rgb: np.ndarray, alpha: np.ndarray | None) -> None:
+    """``rgb`` as the pixels that differ from ``base`` (the decoded input): a
+    fill touches a few percent of the image, so this is exact and small."""
+    if rgb.shape != base.shape:
+        _put_arrays(rt, state, name, False, rgb=rgb, alpha=alpha)
+        return
+    index = np.flatnonzero((rgb != base).any(axis=-1))
+    _put_arrays(rt, state, name, False, index=index, values=rgb.reshape(-1, rgb.shape[-1])[index], alpha=alpha)
+
+
+def _load(rt, state: dict, name: str) -> dict[str, np.ndarray]:
     data = rt.storage.get(state["out_bucket"], state["files"][name])
-    loaded = np.load(io.BytesIO(data), allow_pickle=False)
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
+    with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
         return {k: loaded[k] for k in loaded.files}
+
+
+def _load_map(rt, state: dict, name: str) -> np.ndarray:
+    return _load(rt, state, name)["array"]
+
+
+def _load_pixels(rt, state: dict, name: str, base: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    arrays = _load(rt, state, name)
+    if "rgb" in arrays:
+        return arrays["rgb"], arrays.get("alpha")
+    rgb = base.copy()
+    rgb.reshape(-1, rgb.shape[-1])[arrays["index"]] = arrays["values"]
+    return rgb, arrays.get("alpha")
 
 
 def _input(rt, state: dict) -> tuple[Image, bytes]:
@@ -233,20 +257,20 @@ def detect(state: dict, rt, ctx) -> dict:
         return state
     img, _ = _input(rt, state)
     detection = steps.detect(img.rgb, Plan(**state["plan"]), rt.cache, ctx)
-    _save(rt, state, "confidence", array=detection.confidence)
-    _save(rt, state, "mask", array=detection.soft)
-    _save(rt, state, "region", array=detection.binary)
+    _save_map(rt, state, "confidence", detection.confidence)
+    _save_map(rt, state, "mask", detection.soft)
+    _save_map(rt, state, "region", detection.binary)
     return state
 
 
 @stage("inpaint")
 def inpaint(state: dict, rt, ctx) -> dict:
     img, _ = _input(rt, state)
-    region = _load(rt, state, "region")
+    region = _load_map(rt, state, "region")
     detection = Detection(None, None, region, region, ctx.record["mask"])
     filled, alpha, decision = steps.inpaint(img.rgb, img.alpha, detection, Plan(**state["plan"]), ctx)
     if decision.variant != "none":
-        _save(rt, state, "fill", rgb=filled, alpha=alpha)
+        _save_pixels(rt, state, "fill", img.rgb, filled, alpha)
     return state
 
 
@@ -256,12 +280,12 @@ def postprocess(state: dict, rt, ctx) -> dict:
     plan = Plan(**state["plan"])
     rgb, alpha = img.rgb, img.alpha
     if "fill" in state["files"]:
-        fill = _load(rt, state, "fill")
-        region = _load(rt, state, "region")
-        detection = Detection(None, _load(rt, state, "mask"), region, region, ctx.record["mask"])
-        rgb, alpha = steps.postprocess(img.rgb, fill["rgb"], detection, ctx), fill.get("alpha")
+        filled, alpha = _load_pixels(rt, state, "fill", img.rgb)
+        region = _load_map(rt, state, "region")
+        detection = Detection(None, _load_map(rt, state, "mask"), region, region, ctx.record["mask"])
+        rgb = steps.postprocess(img.rgb, filled, detection, ctx)
         if "upscale" in plan.ops:
-            _save(rt, state, "restored", rgb=rgb, alpha=alpha)
+            _save_pixels(rt, state, "restored", img.rgb, rgb, alpha)
     if "upscale" in plan.ops:
         return state
     return _write_output(rt, state, img, data, img.with_pixels(rgb, alpha), ctx)
@@ -277,8 +301,7 @@ def upscale(state: dict, rt, ctx) -> dict:
     img, data = _input(rt, state)
     rgb, alpha = img.rgb, img.alpha
     if "restored" in state["files"]:
-        restored = _load(rt, state, "restored")
-        rgb, alpha = restored["rgb"], restored.get("alpha")
+        rgb, alpha = _load_pixels(rt, state, "restored", img.rgb)
     rgb, alpha, _ = steps.upscale(rgb, alpha, plan, rt.cache, ctx)
     return _write_output(rt, state, img, data, img.with_pixels(rgb, alpha), ctx)
 
@@ -293,7 +316,7 @@ def finish(self, state: dict) -> dict:
         state = _fail(state, "chain ended without an output")
         status = "failed"
     try:
-        if JobStore(rt.redis).finished(state["job"], state["key"], status) and rt.metrics is not None:
+        if JobStore(rt.redis).finished(state["job"], state["key"], status):
             rt.metrics.image_finished(status)
         transient = [state["files"][n] for n in TRANSIENT_ARTIFACTS if n in state.get("files", {})]
         if transient:

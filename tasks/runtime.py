@@ -27,7 +27,7 @@ class Runtime:
     storage: object
     redis: object
     cache: object
-    metrics: object | None
+    metrics: object
     options: WorkerOptions = field(default_factory=WorkerOptions)
 
 
@@ -69,9 +69,7 @@ def runtime() -> Runtime:
 
 
 def process_metrics():
-    """The per-process metrics instance, or None while monitoring.metrics is absent."""
-    try:
-        from monitoring.metrics import process_metrics as _process_metrics
-    except ImportError:
-        return None
+    """The per-process metrics instance (multiprocess-aware, see monitoring.metrics)."""
+    from monitoring.metrics import process_metrics as _process_metrics
+
     return _process_metrics()

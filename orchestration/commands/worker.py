@@ -78,14 +78,16 @@ def run(args) -> int:
 def _start_metrics(args, settings, specs):
     """Multiprocess Prometheus metrics: the parent prepares the shared
     directory before starting the children and serves the merged view."""
-    try:
-        from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
-    except ImportError as exc:
-        print(f"retouch worker: --metrics-port needs monitoring.metrics ({exc}); continuing without metrics",
-              file=sys.stderr)
-        return None
+    import redis
+
+    from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
+    from orchestration.jobs import JobStore
+    from tasks.app import config
+
     path = tempfile.mkdtemp(prefix="retouch-metrics-")
     prepare_multiprocess_dir(path)  # sets PROMETHEUS_MULTIPROC_DIR, inherited by the children
     queues = sorted({q for s in specs for q in s.queues})
-    start_metrics_server(args.metrics_port, args.metrics_addr, redis_url=settings.redis_url, queues=queues)
+    store = JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    start_metrics_server(args.metrics_port, args.metrics_addr, redis_url=settings.redis_url, queues=queues,
+                         transport_options=config(settings)["broker_transport_options"], jobs=store.active)
     return mark_process_dead

@@ -103,7 +103,8 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
         assert record["output"]["sha256"] == _sha(data) and record["input"]["sha256"] == originals[key]
         assert record["fingerprint"] == meta["retouch-fingerprint"]
         conf = s3.get_object(Bucket=bucket, Key=line["artifacts"]["confidence"].split("/", 3)[3])["Body"].read()
-        assert np.load(__import__("io").BytesIO(conf), allow_pickle=False).shape == (256, 256)
+        with np.load(__import__("io").BytesIO(conf), allow_pickle=False) as arrays:
+            assert arrays["array"].shape == (256, 256) and arrays["array"].dtype == np.float32
     assert used["gpu.0"] == 15 and used["gpu.1"] == 15
 
     # originals byte-identical
