@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from clusterlib import retouch, wait_job
+from orchestration.cluster import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -44,6 +45,21 @@ def _status(env: dict, job: str) -> dict:
     return json.loads(retouch("status", job, "--json", env=env).stdout)
 
 
+def _metric(port: int, name: str) -> dict[tuple, float]:
+    """Samples of one metric from the workers' /metrics endpoint, by label values."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {tuple(sorted(s.labels.items())): s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name == name}
+
+
+def _images_metric(port: int) -> dict[str, float]:
+    return {dict(k)["status"]: v for k, v in _metric(port, "retouch_images_total").items()}
+
+
 def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, start_workers, archive_photos,
                                                      tmp_path):
     from PIL import Image as PILImage
@@ -55,7 +71,8 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     s3.put_object(Bucket=bucket, Key="raw/notes.txt", Body=b"not an image, not listed")
 
     env = {**cluster_env, "RETOUCH_SIMULATE_GPUS": "1"}
-    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1")
+    metrics_port = free_port()
+    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1", "--metrics-port", str(metrics_port))
     workers.wait_ready(["gpu.0", "gpu.1", "cpu"], env["RETOUCH_REDIS_URL"])
     gpu_pids = {q: workers.child(q).pid for q in ("gpu.0", "gpu.1")}
     assert workers.child("gpu.0").environ()["CUDA_VISIBLE_DEVICES"] == "0"
@@ -72,6 +89,7 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
 
     st = _status(env, job)
     assert (st["done"], st["failed"], st["skipped"], st["queued"], st["running"]) == (30, 1, 0, 0, 0)
+    assert _images_metric(metrics_port) == {"ok": 30, "failed": 1, "skipped": 0}  # metrics agree with the job
     assert st["finished"] and st["throughput"] > 0
     lines = _manifest(s3, st["manifest"])
     assert sorted(line["key"] for line in lines) == sorted(originals)  # one line per image, .txt not listed
@@ -134,6 +152,7 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     assert _job_hash(env, again, "writes") == {}
     lines = _manifest(s3, _status(env, again)["manifest"])
     assert sorted(line["status"] for line in lines) == ["failed"] + ["skipped"] * 30
+    assert _images_metric(metrics_port) == {"ok": 30, "failed": 2, "skipped": 30}
     assert all(line["task_seconds"].keys() <= {"detect"} for line in lines)  # skipped before any compute
     assert {k: s3.head_object(Bucket=bucket, Key=k.replace("raw/", "restored/", 1))["ETag"] for k in by_key} == etags
 
@@ -144,7 +163,8 @@ def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, 
     env = {**cluster_env, "RETOUCH_SIMULATE_GPUS": "1", "RETOUCH_VISIBILITY_TIMEOUT": "12",
            "RETOUCH_UNACKED_RESTORE_INTERVAL": "1", "RETOUCH_TASK_SOFT_TIME_LIMIT": "8",
            "RETOUCH_TASK_TIME_LIMIT": "10"}
-    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1")
+    metrics_port = free_port()
+    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1", "--metrics-port", str(metrics_port))
     workers.wait_ready(["gpu.0", "gpu.1", "cpu"], env["RETOUCH_REDIS_URL"])
     job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--ops", "remove-text",
                   "--inpaint", "telea", "--batch-size", "4", env=env).stdout.strip()
@@ -176,5 +196,7 @@ def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, 
     assert all(line["status"] == "ok" for line in lines)
     assert _job_hash(env, job, "finishes") == {k: 1 for k in originals}  # each image finished once
     assert _job_hash(env, job, "writes") == {k: 1 for k in originals}    # each output written once
+    assert _images_metric(metrics_port) == {"ok": 12, "failed": 0, "skipped": 0}
+    assert sum(_metric(metrics_port, "retouch_task_redeliveries_total").values()) >= 1
     for key, digest in originals.items():
         assert _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == digest
