@@ -157,6 +157,21 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     assert {k: s3.head_object(Bucket=bucket, Key=k.replace("raw/", "restored/", 1))["ETag"] for k in by_key} == etags
 
 
+def _kill_mid_task(workers, r, queue: str, timeout: float = 60):
+    """SIGKILL the worker of ``queue`` while it is inside a detect or inpaint
+    task; returns (the killed process, what it was doing)."""
+    victim = workers.child(queue)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for key in r.scan_iter(f"retouch:worker:{queue.replace('.', '')}.*:current"):
+            current = r.get(key)
+            if current and json.loads(current)["task"] in ("detect", "inpaint"):
+                victim.send_signal(signal.SIGKILL)
+                return victim, json.loads(current)
+        time.sleep(0.02)
+    raise AssertionError(f"{queue} worker never seen inside a task")
+
+
 def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, s3, start_workers, archive_photos):
     photos = archive_photos(12, seed=2)
     originals = _upload(s3, bucket, "in", photos)
@@ -169,20 +184,8 @@ def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, 
     job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--ops", "remove-text",
                   "--inpaint", "telea", "--batch-size", "4", env=env).stdout.strip()
 
-    # SIGKILL the gpu.1 worker while it is inside a task
     r = redis.Redis.from_url(env["RETOUCH_REDIS_URL"])
-    victim = workers.child("gpu.1")
-    killed = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and killed is None:
-        for key in r.scan_iter("retouch:worker:gpu1.*:current"):
-            current = r.get(key)
-            if current and json.loads(current)["task"] in ("detect", "inpaint"):
-                victim.send_signal(signal.SIGKILL)
-                killed = json.loads(current)
-                break
-        time.sleep(0.02)
-    assert killed is not None, "gpu.1 worker never seen inside a task"
+    victim, killed = _kill_mid_task(workers, r, "gpu.1")
 
     last = wait_job(env, job, timeout=150)
     assert "12 done, 0 failed, 0 skipped" in last, last
@@ -200,3 +203,25 @@ def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, 
     assert sum(_metric(metrics_port, "retouch_task_redeliveries_total").values()) >= 1
     for key, digest in originals.items():
         assert _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == digest
+
+
+def test_redelivery_cap_fails_only_the_lost_image(cluster_env, bucket, s3, start_workers, archive_photos):
+    """With max_deliveries=1, a task whose worker died is not run again: its
+    image fails with the reason in the manifest, the others are done."""
+    photos = archive_photos(4, seed=4)
+    _upload(s3, bucket, "in", photos)
+    env = {**cluster_env, "RETOUCH_SIMULATE_GPUS": "1", "RETOUCH_VISIBILITY_TIMEOUT": "10",
+           "RETOUCH_UNACKED_RESTORE_INTERVAL": "1", "RETOUCH_TASK_SOFT_TIME_LIMIT": "6",
+           "RETOUCH_TASK_TIME_LIMIT": "8", "RETOUCH_MAX_DELIVERIES": "1"}
+    workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1")
+    workers.wait_ready(["gpu.0", "gpu.1", "cpu"], env["RETOUCH_REDIS_URL"])
+    job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--ops", "remove-text",
+                  "--inpaint", "telea", env=env).stdout.strip()
+    _, killed = _kill_mid_task(workers, redis.Redis.from_url(env["RETOUCH_REDIS_URL"]), "gpu.1")
+    last = wait_job(env, job, timeout=120)
+    assert "3 done, 1 failed, 0 skipped" in last, last
+    lines = {line["key"]: line for line in _manifest(s3, _status(env, job)["manifest"])}
+    lost = lines[killed["image"]]
+    assert lost["status"] == "failed" and lost["output"] is None
+    assert f"{killed['task']} delivered 2 times" in lost["error"] and lost["error"].startswith(f"s3://{bucket}/in/")
+    assert all(line["status"] == "ok" for key, line in lines.items() if key != killed["image"])
