@@ -106,7 +106,7 @@ def choose_upscale(plan: Plan, rgb: np.ndarray) -> Decision:
         model = ILLUSTRATION_MODEL if label == "illustration" else PHOTO_MODEL
         if model in available:
             why = (f"{features['flat']:.0%} flat pixels" + ("" if features.get("grey") else
-                   f", {features['top_colours']:.0%} in 12 colours"))
+                   f", {features['top_colours']:.0%} in 12 colours, {features['edges']:.0%} strong edges"))
             return Decision("upscale", model, f"{label}-content",
                             f"{label} content ({why}): {model}", inputs)
     return Decision("upscale", "lanczos", "no-learned-model",

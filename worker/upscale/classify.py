@@ -10,11 +10,14 @@ JPEG ringing and sensor noise but keeps edges):
   neighbours (any channel) is 0;
 - ``top_colours``: share of pixels in the 12 most common colours at 4 bits per
   channel;
+- ``edges``: share of the non-flat pixels that are strong edges (a step of at
+  least 24/255): outlines between flat areas, not the soft gradients of a sky
+  (a clear sky is flat and few-coloured too, but its steps are tiny);
 - ``grey``: whether the image has no colour (then ``top_colours`` says nothing).
 
-``illustration`` when ``flat >= FLAT_MIN`` and ``top_colours >= TOP_COLOURS_MIN``
-(colour), or ``flat >= GREY_FLAT_MIN`` (grey: silhouettes, line art, scans);
-otherwise ``photo``. Thresholds set on scikit-image's photos (all ``photo``,
+``illustration`` when ``flat >= FLAT_MIN``, ``top_colours >= TOP_COLOURS_MIN``
+and ``edges >= EDGES_MIN`` (colour), or ``flat >= GREY_FLAT_MIN`` (grey:
+silhouettes, line art, scans); otherwise ``photo``. Thresholds set on scikit-image's photos (all ``photo``,
 also after JPEG quality 30) and its logo / horse silhouette plus generated
 flat-colour cartoons (``illustration``, also after JPEG 30); see
 tests/upscale/test_classify.py.
@@ -26,7 +29,9 @@ import numpy as np
 
 FLAT_MIN = 0.5
 TOP_COLOURS_MIN = 0.75
+EDGES_MIN = 0.05
 GREY_FLAT_MIN = 0.8
+STRONG_STEP = 24
 _LONG_SIDE = 512
 
 
@@ -43,19 +48,21 @@ def _small_u8(rgb: np.ndarray) -> np.ndarray:
 
 
 def content_features(rgb: np.ndarray) -> dict:
-    """``{"flat", "top_colours" (both in [0, 1]), "grey" (bool)}`` of float32 HxWx3 RGB in [0, 1]."""
+    """``{"flat", "top_colours", "edges" (in [0, 1]), "grey" (bool)}`` of float32 HxWx3 RGB in [0, 1]."""
     small = _small_u8(np.asarray(rgb, np.float32)).astype(np.int16)
     h, w = small.shape[:2]
     if h < 3 or w < 3:
-        return {"flat": 0.0, "top_colours": 0.0, "grey": False}
+        return {"flat": 0.0, "top_colours": 0.0, "edges": 0.0, "grey": False}
     dx = np.abs(np.diff(small, axis=1))[:-1].max(axis=2)
     dy = np.abs(np.diff(small, axis=0))[:, :-1].max(axis=2)
-    flat = float(np.mean(np.maximum(dx, dy) == 0))
+    step = np.maximum(dx, dy)
+    flat = float(np.mean(step == 0))
+    edges = float(np.mean(step >= STRONG_STEP) / max(1e-6, 1.0 - flat))
     q = (small // 16).astype(np.int32)
     _, counts = np.unique((q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2], return_counts=True)
     top = float(np.sort(counts)[::-1][:12].sum() / (h * w))
     grey = bool(np.abs(small[..., 0] - small[..., 1]).max() <= 1 and np.abs(small[..., 1] - small[..., 2]).max() <= 1)
-    return {"flat": round(flat, 4), "top_colours": round(top, 4), "grey": grey}
+    return {"flat": round(flat, 4), "top_colours": round(top, 4), "edges": round(edges, 4), "grey": grey}
 
 
 def classify_content(rgb: np.ndarray) -> tuple[str, dict]:
@@ -64,5 +71,5 @@ def classify_content(rgb: np.ndarray) -> tuple[str, dict]:
     if f["grey"]:
         illustration = f["flat"] >= GREY_FLAT_MIN
     else:
-        illustration = f["flat"] >= FLAT_MIN and f["top_colours"] >= TOP_COLOURS_MIN
+        illustration = f["flat"] >= FLAT_MIN and f["top_colours"] >= TOP_COLOURS_MIN and f["edges"] >= EDGES_MIN
     return ("illustration" if illustration else "photo"), f

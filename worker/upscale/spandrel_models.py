@@ -80,6 +80,9 @@ def load_descriptor(path: str | Path):
         descriptor = ModelLoader(device="cpu").load_from_state_dict(state)
     except UnsupportedModelError:
         raise UnsupportedUpscalerError(f"{path}: spandrel does not recognise this architecture") from None
+    except (RuntimeError, KeyError, ValueError) as exc:  # recognised, but the weights do not fit
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedUpscalerError(f"{path}: spandrel could not build the model ({first})") from None
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 2:
         raise UnsupportedUpscalerError(f"{path}: {descriptor.architecture.name} is a {descriptor.purpose} model "
                                        f"(scale {descriptor.scale}), not an upscaler")
