@@ -121,6 +121,11 @@ class Tiler:
         except Exception as exc:
             if not self.is_oom(exc) or self.tile // 2 < self.min_tile:
                 raise
+            out = None
+        if out is None:
+            # Retried outside the except block: the traceback (and the failed
+            # tile's device tensors it references) is gone before memory is
+            # released and the smaller tiles run.
             self.tile //= 2
             self.overlap = min(self.overlap, max(1, self.tile // 4))
             log.warning("out of memory on a %dx%d tile; tile size now %d", pw, ph, self.tile)
