@@ -193,16 +193,19 @@ class WorkerSpec:
 def worker_specs(gpus: list[int] | None, cpu_concurrency: int = 1, simulate: bool = False) -> list[WorkerSpec]:
     """One solo worker per GPU on ``gpu.<i>`` (``CUDA_VISIBLE_DEVICES=<i>``, so
     it sees its GPU as cuda:0; on the CPU when ``simulate``), and, unless
-    ``cpu_concurrency`` is 0, one for the ``cpu`` queue with no GPU visible.
+    ``cpu_concurrency`` is 0, that many solo workers for the ``cpu`` queue with
+    no GPU visible.
     ``gpus=None``: no GPU at all, the cpu worker serves everything."""
     specs = []
     for i in gpus or []:
         specs.append(WorkerSpec(f"gpu{i}", [f"gpu.{i}"], "cpu" if simulate else "cuda:0",
                                 env={"CUDA_VISIBLE_DEVICES": str(i)}))
-    if cpu_concurrency > 0 or not gpus:
-        n = max(1, cpu_concurrency)
-        specs.append(WorkerSpec("cpu", ["cpu"], "cpu", "solo" if n == 1 else "prefork", n,
-                                env={"CUDA_VISIBLE_DEVICES": ""}))
+    # N solo processes rather than a prefork pool: every worker then has the
+    # same time-limit semantics (tasks.limits), where a soft limit fails only
+    # the image and its chain still reaches the batch's chord.
+    n = max(1, cpu_concurrency) if (cpu_concurrency > 0 or not gpus) else 0
+    for i in range(n):
+        specs.append(WorkerSpec("cpu" if n == 1 else f"cpu{i}", ["cpu"], "cpu", env={"CUDA_VISIBLE_DEVICES": ""}))
     return specs
 
 

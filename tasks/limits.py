@@ -6,8 +6,8 @@ not. Here the soft limit is a SIGALRM that raises ``SoftTimeLimitExceeded``
 in the task (main thread; it lands between Python bytecodes, so after the
 current native call returns), and the hard limit a timer thread that kills the
 worker process: its supervisor (``retouch worker``) starts a new one, the
-message is redelivered, and the delivery cap in ``tasks.pipeline`` fails the
-image instead of looping."""
+message is redelivered, and ``tasks.pipeline`` (which marked the task as
+timed out before the kill) fails the image instead of running it again."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def enforced(soft: float, hard: float, what: str, enabled: bool = True):
-    """Apply the limits (seconds) around a block run on the main thread."""
+def enforced(soft: float, hard: float, what: str, enabled: bool = True, before_kill=None):
+    """Apply the limits (seconds) around a block run on the main thread.
+    ``before_kill()`` runs (from the timer thread) just before the hard kill,
+    e.g. to record that the task must not be run again."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -34,7 +36,11 @@ def enforced(soft: float, hard: float, what: str, enabled: bool = True):
 
     def on_hard():
         log.error("%s: hard time limit (%gs) exceeded; killing worker process %s", what, hard, os.getpid())
-        os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            if before_kill is not None:
+                before_kill()
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     previous = signal.signal(signal.SIGALRM, on_soft)
     signal.setitimer(signal.ITIMER_REAL, soft)

@@ -37,7 +37,7 @@ from tasks import limits
 from tasks.app import app
 from tasks.runtime import runtime
 from worker import __version__
-from worker.io import SUFFIX, Image, decode, encode
+from worker.io import Image, decode, encode
 from worker.stages import Detection
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ def _run(task, name: str, body, state: dict) -> dict:
     deliveries = _count_delivery(rt, task, name)
     if deliveries > 1:
         log.warning("%s: %s delivered %d times (a worker was lost)", state.get("key"), name, deliveries)
+    timed_out = f"retouch:timedout:{task.request.id}:{task.request.retries}"
+    if deliveries > 1 and rt.redis.exists(timed_out):
+        return _fail(state, f"{name} exceeded the hard time limit ({rt.settings.task_time_limit}s)")
     if deliveries > rt.settings.max_deliveries:
         return _fail(state, f"{name} delivered {deliveries} times, each time its worker was lost; giving up")
     ctx = steps.Context(image=state["key"], job=state["job"], metrics=rt.metrics, record=state["record"])
@@ -104,7 +107,8 @@ def _run(task, name: str, body, state: dict) -> dict:
     _mark_current(rt, task, name, state)
     try:
         with limits.enforced(rt.settings.task_soft_time_limit, rt.settings.task_time_limit,
-                             f"{state['key']} {name}", enabled=rt.options.enforce_limits):
+                             f"{state['key']} {name}", enabled=rt.options.enforce_limits,
+                             before_kill=lambda: rt.redis.set(timed_out, 1, ex=7 * 24 * 3600)):
             state = body(state, rt, ctx)
     except Retry:
         raise
@@ -359,4 +363,4 @@ def finalize_job(self, job: str) -> dict:
     return write_manifest(rt.storage, JobStore(rt.redis), job)
 
 
-__all__ = ["detect", "inpaint", "postprocess", "upscale", "finish", "batch_done", "finalize_job", "SUFFIX"]
+__all__ = ["detect", "inpaint", "postprocess", "upscale", "finish", "batch_done", "finalize_job"]

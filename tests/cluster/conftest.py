@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import ROOT, make_photos, retouch  # noqa: F401  (re-exported for other tests)
+from clusterlib import ROOT, make_photos
 from orchestration.cluster import start_redis, start_s3
 
 

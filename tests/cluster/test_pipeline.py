@@ -225,3 +225,31 @@ def test_redelivery_cap_fails_only_the_lost_image(cluster_env, bucket, s3, start
     assert lost["status"] == "failed" and lost["output"] is None
     assert f"{killed['task']} delivered 2 times" in lost["error"] and lost["error"].startswith(f"s3://{bucket}/in/")
     assert all(line["status"] == "ok" for key, line in lines.items() if key != killed["image"])
+
+
+def test_soft_time_limit_fails_only_the_slow_image(cluster_env, bucket, s3, start_workers, archive_photos):
+    """Solo-pool workers enforce the soft limit themselves: the slow image fails
+    with the reason, its chain still completes, the fast one is done."""
+    import cv2
+    from PIL import Image as PILImage
+
+    small = archive_photos(2, seed=6)
+    big = np.asarray(PILImage.open(__import__("io").BytesIO(small["chelsea-001.jpg"])))
+    big = cv2.resize(big, (4000, 4000), interpolation=cv2.INTER_CUBIC)
+    buf = __import__("io").BytesIO()
+    PILImage.fromarray(big).save(buf, "JPEG", quality=90)
+    _upload(s3, bucket, "warm", {"a.jpg": small["astronaut-000.jpg"]})
+    _upload(s3, bucket, "in", {"fast.jpg": small["astronaut-000.jpg"], "huge.jpg": buf.getvalue()})
+    env = {**cluster_env, "RETOUCH_TASK_SOFT_TIME_LIMIT": "3", "RETOUCH_TASK_TIME_LIMIT": "120"}
+    workers = start_workers(env, "--cpu")
+    workers.wait_ready(["cpu"], env["RETOUCH_REDIS_URL"])
+    warm = retouch("submit", f"s3://{bucket}/warm", "--out", f"s3://{bucket}/warm-out", env=env).stdout.strip()
+    assert "1 done" in wait_job(env, warm, timeout=60)  # the detector is loaded now
+    job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--inpaint", "telea",
+                  env=env).stdout.strip()
+    last = wait_job(env, job, timeout=120)
+    assert "1 done, 1 failed" in last, last
+    lines = {line["key"]: line for line in _manifest(s3, _status(env, job)["manifest"])}
+    assert lines["in/fast.jpg"]["status"] == "ok"
+    assert lines["in/huge.jpg"]["status"] == "failed"
+    assert "soft time limit (3s)" in lines["in/huge.jpg"]["error"], lines["in/huge.jpg"]["error"]
