@@ -13,6 +13,7 @@ speed depends on the machine and its load.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import statistics
@@ -41,13 +42,8 @@ def add_arguments(parser) -> None:
                         help="memory check: --size 2000 --repeats 1 (peak RSS of an x4 run of a 2000x2000 image)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per model (default 3600)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--child", help=argparse_hidden())
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
+    # Internal: the parent re-invokes itself with --child VARIANT to measure one model.
+    parser.add_argument("--child", help=argparse.SUPPRESS)
 
 
 def _photo(size: int):
