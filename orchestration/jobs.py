@@ -197,8 +197,8 @@ def status(store: JobStore, job: str) -> JobStatus:
     total, running = c.get("total", 0), max(0, c.get("running", 0))
     done, failed, skipped = c.get("ok", 0), c.get("failed", 0), c.get("skipped", 0)
     start = meta.get("first_start") or meta.get("created")
-    end = meta.get("finished_at") or (time.time() if not meta.get("finished_at") else None)
-    elapsed = max(0.0, (end or time.time()) - start) if start else 0.0
+    end = meta.get("finished_at") or time.time()
+    elapsed = max(0.0, end - start) if start else 0.0
     finished_n = done + failed + skipped
     return JobStatus(job, total, bool(meta.get("sealed")), max(0, total - finished_n - running), running, done,
                      failed, skipped, elapsed, finished_n / elapsed if elapsed > 0 else 0.0,

@@ -19,6 +19,7 @@ storage/broker errors are retried with backoff; a task delivered more than
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -94,6 +95,9 @@ def _run(task, name: str, body, state: dict) -> dict:
     rt = runtime()
     if state.get("status") in ("failed", "skipped"):
         return state
+    # work on a copy: a retry re-sends the message's own arguments, which must
+    # not carry this attempt's half-made record
+    state = copy.deepcopy(state)
     deliveries = _count_delivery(rt, task, name)
     if deliveries > 1:
         log.warning("%s: %s delivered %d times (a worker was lost)", state.get("key"), name, deliveries)
