@@ -22,9 +22,11 @@ from worker.upscale import target_size
 
 log = logging.getLogger(__name__)
 
-# Rough peak activation bytes per *input* pixel in float32, measured on CPU
-# (`retouch bench upscale --memory`): RRDBNet's x4 tail holds a few 64-channel
-# maps at 16x the input area; SRVGG works at input resolution.
+# Peak activation bytes per *input* pixel in float32, with a margin over what
+# one forward pass adds to the peak RSS on CPU (measured: SRVGGNetCompact ~1.5 KB
+# at 256 px, RRDBNet ~15 KB at 128 px): RRDBNet's x4 tail holds 64-channel maps
+# at 16x the input area; SRVGG stays at input resolution until its pixel shuffle.
+# Unknown (spandrel) architectures, transformers included, get a generous default.
 BYTES_PER_PIXEL = {"RRDBNet": 20_000, "SRVGGNetCompact": 2_500, "default": 40_000}
 CPU_DEFAULT_TILE = 256
 MAX_TILE = 1024
