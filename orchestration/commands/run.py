@@ -40,6 +40,12 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto, cpu or cuda:N (default from settings: auto)")
     p.add_argument("--metrics-textfile", type=Path,
                    help="write Prometheus metrics of this run to this file (node-exporter textfile format)")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus metrics of this run on this port while it runs")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="metrics listen address (default 127.0.0.1)")
+    p.add_argument("--metrics-hold", type=float, default=0.0, metavar="SECONDS",
+                   help="with --metrics-port, keep serving this long after the batch so the final "
+                        "figures get scraped (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -71,7 +77,7 @@ def run(args) -> int:
 
     _log_decisions_to(args.out / "retouch-decisions.jsonl")
     files = discover([p for p in args.paths if Path(p).exists()], exclude=args.out)
-    metrics = _metrics(args)
+    metrics, metrics_server = _metrics(args)
     cache = ModelCache(device=settings.device, model_dir=settings.model_dir,
                        on_load=(metrics.model_loaded if metrics is not None else None))
     bar = None
@@ -98,6 +104,10 @@ def run(args) -> int:
           f"in {elapsed:.1f}s -> {args.out}")
     for outcome in report.failed:
         print(f"  FAILED {outcome.error}")
+    if metrics_server is not None:
+        sys.stdout.flush()
+        time.sleep(max(args.metrics_hold, 0.0))
+        metrics_server.shutdown()
     return 1 if failed else 0
 
 
@@ -121,10 +131,16 @@ def _log_decisions_to(path: Path) -> None:
 
 
 def _metrics(args):
-    if not args.metrics_textfile:
-        return None
+    """(Metrics on a fresh registry, its HTTP server or None), or (None, None) without metrics flags."""
+    if not args.metrics_textfile and args.metrics_port is None:
+        return None, None
     from prometheus_client import CollectorRegistry
 
-    from monitoring.metrics import Metrics
+    from monitoring.metrics import Metrics, start_metrics_server
 
-    return Metrics(registry=CollectorRegistry())
+    metrics, server = Metrics(registry=CollectorRegistry()), None
+    if args.metrics_port is not None:
+        server = start_metrics_server(args.metrics_port, args.metrics_addr, registry=metrics.registry)
+        print(f"retouch: metrics on http://{args.metrics_addr}:{server.server_port}/metrics",
+              file=sys.stderr, flush=True)
+    return metrics, server
