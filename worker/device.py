@@ -54,14 +54,14 @@ def choose_dtype(device: str, half: bool | str = False, supports_half: bool = Tr
     """The torch dtype to run a model in.
 
     CPU: always float32 (fp16 convolutions are slow there and bf16 gains little
-    on CPUs without AMX). CUDA: ``half=False`` -> float32; ``half=True`` or
+    on CPUs without AMX). CUDA: ``half=False`` or ``"fp32"`` -> float32; ``half=True`` or
     ``"fp16"`` -> float16 when the model supports it; ``"bf16"`` -> bfloat16
     when the GPU supports it (wider range, so models that overflow in fp16 keep
     working), else float16; ``"auto"`` -> float16 for models that support it
     (what Real-ESRGAN ships for), else bfloat16 if possible, else float32."""
     import torch
 
-    if not device.startswith("cuda") or not half:
+    if not device.startswith("cuda") or not half or half == "fp32":
         return torch.float32
     bf16_ok = supports_bf16 and torch.cuda.is_bf16_supported()
     if half == "bf16":
@@ -70,7 +70,7 @@ def choose_dtype(device: str, half: bool | str = False, supports_half: bool = Tr
         if supports_half:
             return torch.float16
         return torch.bfloat16 if bf16_ok else torch.float32
-    raise DeviceError(f"precision {half!r} is not one of fp16, bf16, auto")
+    raise DeviceError(f"precision {half!r} is not one of fp32, fp16, bf16, auto")
 
 
 def free_memory(device: str) -> int:

@@ -82,6 +82,9 @@ def test_devices_resolve():
     with pytest.raises(DeviceError, match="'gpu' is not one of"):
         resolve_device("gpu")
     assert choose_dtype("cpu", True) == torch.float32  # no fp16 convolutions on the CPU
+    assert choose_dtype("cpu", "auto") == torch.float32
+    with pytest.raises(DeviceError, match="'fp8'"):
+        choose_dtype("cuda:0", "fp8")
     assert free_memory("cpu") > 100 * 2**20
 
 

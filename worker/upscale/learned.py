@@ -48,6 +48,16 @@ def lanczos_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def precision(options) -> bool | str:
+    """The precision a learned model should run in: ``options.extra["precision"]``
+    (fp32, fp16, bf16, auto) if given, fp16 when ``options.half``, else ``auto``
+    (fp16 on CUDA, as Real-ESRGAN's own inference does; always fp32 on the CPU,
+    see :func:`worker.device.choose_dtype`)."""
+    if "precision" in options.extra:
+        return options.extra["precision"]
+    return "fp16" if options.half else "auto"
+
+
 def auto_tile(device: str, bytes_per_pixel: int, itemsize: int = 4) -> int:
     """A tile size (input pixels, multiple of 16) whose activations fit in
     about half the free memory of ``device``; CPU tiles are also capped at

@@ -94,11 +94,11 @@ def load_descriptor(path: str | Path):
 def load_upscaler(name: str, path: str | Path, options: UpscaleOptions):
     """A TorchUpscaler running the spandrel model in ``path`` on ``options.device``."""
     from worker.device import choose_dtype, resolve_device
-    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler
+    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
 
     descriptor = load_descriptor(path)
     device = resolve_device(options.device)
-    dtype = choose_dtype(device, options.extra.get("precision", options.half),
+    dtype = choose_dtype(device, precision(options),
                          supports_half=descriptor.supports_half, supports_bf16=descriptor.supports_bfloat16)
     req = descriptor.size_requirements
     arch = descriptor.architecture.name

@@ -50,14 +50,14 @@ def load_torch(name: str, options: UpscaleOptions):
     from safetensors.torch import load_file
 
     from worker.device import choose_dtype, resolve_device
-    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler
+    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
 
     store = open_model_store(options)
     entry = store.entry(name)
     path = store.path(name)
     module = build_module(entry["architecture"], load_file(str(path)))
     device = resolve_device(options.device)
-    dtype = choose_dtype(device, options.extra.get("precision", options.half))
+    dtype = choose_dtype(device, precision(options))
     log.info("loaded %s (%s) from %s on %s as %s", name, entry["architecture"], path, device, dtype)
     return TorchUpscaler(name, module, int(entry["scale"]), device=device, dtype=dtype, tile=options.tile,
                          bytes_per_pixel=BYTES_PER_PIXEL[entry["architecture"]])
