@@ -11,6 +11,8 @@ called ``prepare_multiprocess_dir`` before forking):
 - ``task_postrun`` (sent after success, failure and retry alike): in-flight -1,
   GPU memory refreshed;
 - ``task_retry``: retries +1;
+- ``worker_process_init`` (prefork child) and ``worker_ready`` (solo/threads):
+  zero series for every task of the app;
 - ``worker_process_shutdown`` (in the exiting child): its live gauges are
   marked dead. Children that die without it (SIGKILL) are swept by the
   metrics endpoint (``metrics.DeadProcessSweeper``).
@@ -64,7 +66,12 @@ def connect(app) -> None:
             process_metrics().task_retried(_task_name(sender))
 
     def process_init(**_):
-        process_metrics()  # create the per-process files early, not in the first task
+        # Zero series for every task of the app: a dashboard shows "0 retries",
+        # not "no data", and rate() sees the first increment.
+        metrics = process_metrics()
+        for name in app.tasks:
+            if not name.startswith("celery."):
+                metrics.declare_task(name)
 
     def process_shutdown(pid=None, **_):
         if pid:
@@ -74,4 +81,6 @@ def connect(app) -> None:
     signals.task_postrun.connect(postrun, weak=False, dispatch_uid=f"{_UID}.postrun.{id(app)}")
     signals.task_retry.connect(retry, weak=False, dispatch_uid=f"{_UID}.retry.{id(app)}")
     signals.worker_process_init.connect(process_init, weak=False, dispatch_uid=f"{_UID}.init.{id(app)}")
+    # a solo or threads pool has no child processes: declare in the worker itself
+    signals.worker_ready.connect(process_init, weak=False, dispatch_uid=f"{_UID}.ready.{id(app)}")
     signals.worker_process_shutdown.connect(process_shutdown, weak=False, dispatch_uid=f"{_UID}.shutdown.{id(app)}")

@@ -141,6 +141,13 @@ class Metrics:
 
     # --- tasks ------------------------------------------------------------
 
+    def declare_task(self, task: str) -> None:
+        """Create the zero-valued series of one task (retries, redeliveries, in flight)."""
+        name = _check_label("task", task)
+        self.retries.labels(name)
+        self.redeliveries.labels(name)
+        self.in_flight.labels(name)
+
     def task_started(self, task: str) -> None:
         self.in_flight.labels(_check_label("task", task)).inc()
 

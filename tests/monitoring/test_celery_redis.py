@@ -109,5 +109,7 @@ def test_signals_count_in_flight_retries_and_redeliveries(redis_url):
         before[("retouch_task_retries_total", "sig.flaky")] + 1
     assert _sample("retouch_task_redeliveries_total", task="sig.plain") == \
         before[("retouch_task_redeliveries_total", "sig.plain")] + 1
+    # worker_ready declared every task: a task that never retried has a zero series, not none
+    assert REGISTRY.get_sample_value("retouch_task_retries_total", {"task": "sig.plain"}) == 0.0
     assert seen_in_flight == [1.0, 1.0]  # counted while running
     assert _sample("retouch_tasks_in_flight", task="sig.flaky") == 0  # and released after, retry included
