@@ -44,7 +44,8 @@ def test_cluster_up_serves_a_job_with_one_cpu_worker_then_down(tmp_path, archive
         s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="clusterkey",
                           aws_secret_access_key="cluster-secret-123")
         s3.create_bucket(Bucket="archive")
-        for name, data in archive_photos(2, seed=3).items():
+        photos = archive_photos(2, seed=3)
+        for name, data in photos.items():
             s3.put_object(Bucket="archive", Key=f"raw/{name}", Body=data)
         job_env = {**env, "RETOUCH_REDIS_URL": redis_url, "RETOUCH_S3_ENDPOINT_URL": s3_url}
         deadline = time.monotonic() + 60  # the worker connects in the background
@@ -59,6 +60,17 @@ def test_cluster_up_serves_a_job_with_one_cpu_worker_then_down(tmp_path, archive
         assert len(outputs) == 2
         head = s3.head_object(Bucket="archive", Key=outputs[0]["Key"])
         assert head["Metadata"]["retouch-ops"] == "remove-text,upscale"
+        # the same bytes as the embedded run with the same flags
+        folder = tmp_path / "photos"
+        folder.mkdir()
+        for name, data in photos.items():
+            (folder / name).write_bytes(data)
+        retouch("run", str(folder), "--out", str(tmp_path / "embedded"), "--ops", "remove-text,upscale",
+                "--upscale", "lanczos", "--scale", "2", "--no-progress", env=env)
+        for obj in outputs:
+            name = obj["Key"].split("/")[-1]
+            assert s3.get_object(Bucket="archive", Key=obj["Key"])["Body"].read() == \
+                (tmp_path / "embedded" / name).read_bytes(), name
     finally:
         down = retouch("cluster", "down", "--state-dir", str(state), env=env, timeout=90)
     assert "worker" in down.stdout and "redis" in down.stdout and "s3" in down.stdout

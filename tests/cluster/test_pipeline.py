@@ -128,8 +128,10 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     # originals byte-identical
     for key, digest in originals.items():
         assert _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == digest
-    # models loaded once per worker process: the GPU workers were never restarted
+    # models loaded once per worker process: the detector twice in all (gpu.0, gpu.1), never on cpu
     assert {q: workers.child(q).pid for q in ("gpu.0", "gpu.1")} == gpu_pids
+    loads = _metric(metrics_port, "retouch_model_load_seconds_count")
+    assert {dict(k)["kind"]: v for k, v in loads.items() if v} == {"detector": 2}
 
     # the distributed output equals the embedded run's, byte for byte
     sample = "raw/coffee-002.jpg"
