@@ -128,5 +128,12 @@ def test_prometheus_scrapes_workers_during_a_job(cluster_env, bucket, s3, start_
         assert prom.value('up{job="retouch-worker"}', at) == 1
         assert prom.value("sum(retouch_tasks_in_flight)", at) == 0
         assert prom.value("retouch_worker_processes", at) == 4  # supervisor + gpu.0 + gpu.1 + cpu
+        assert not prom.query('ALERTS{alertname="RetouchWorkerDown"}')
+
+        # stop the workers: the target goes down and the worker-down alert goes pending (its `for` is 2m)
+        workers.stop()
+        wait_for(lambda: prom.query('ALERTS{alertname="RetouchWorkerDown", alertstate="pending"}'), 30,
+                 "RetouchWorkerDown pending after the workers stopped")
+        assert prom.value('up{job="retouch-worker"}') == 0
     finally:
         stop(prom.proc)

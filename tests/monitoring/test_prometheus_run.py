@@ -113,3 +113,21 @@ def test_prometheus_scrapes_an_embedded_run(tmp_path, prometheus):
     pending = prom.query('ALERTS{alertname="RetouchFailureRatioHigh", alertstate="pending"}', at)
     assert bool(pending) == (prom.value("retouch:images:rate15m", at) > 0.01)
     assert any(r for e, r in results.items() if "retouch_mask_confidence_bucket" in e)
+
+
+def test_the_checks_fail_on_bad_promql_and_on_missing_data(tmp_path, prometheus, monkeypatch):
+    """Control for check_everything: an invalid query or a panel without data is reported."""
+    import json as _json
+
+    from tests.monitoring import promlib
+
+    prom = prometheus(scrape_config({"retouch-run": f"127.0.0.1:{free_port()}"}))  # nothing listens there
+    with pytest.raises(AssertionError, match="parse error"):
+        prom.query("sum by (le (retouch_images_total)")
+    dash = tmp_path / "grafana-dashboard.json"
+    dash.write_text(_json.dumps({"panels": [{"title": "t", "targets": [{"expr": "retouch_images_total"}]}]}))
+    deploy = tmp_path
+    (deploy / "rules.yml").write_text((promlib.DEPLOY / "rules.yml").read_text())
+    monkeypatch.setattr(promlib, "DEPLOY", deploy)
+    with pytest.raises(AssertionError, match="panel 't': no data"):
+        check_everything(prom, time.time(), {})
