@@ -262,10 +262,10 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | No
     ``server.server_port``) from a daemon thread; returns the WSGI server
     (``server.shutdown()`` stops it).
 
-    What it serves: ``registry`` if given (the embedded run); otherwise, in
-    multiprocess mode, the merged files of every worker process, else the
-    default registry. Added live: ``retouch_worker_up``, the worker's live
-    process count, queue depth per queue (ready + reserved/unacked, when
+    What it serves: ``registry`` if given (the embedded run); otherwise (a
+    worker host), in multiprocess mode the merged files of every worker
+    process, else the default registry, plus ``retouch_worker_up`` and the
+    worker's live process count. Added live when asked: queue depth per queue (ready + reserved/unacked, when
     ``redis_url`` and ``queues`` are given; ``transport_options`` as in Celery's
     ``broker_transport_options``), and per-job progress for active jobs when
     ``jobs`` (a callable returning ``{job: {status: count}}``) is given."""
@@ -273,7 +273,7 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | No
 
     from monitoring.collectors import JobProgressCollector, QueueDepthCollector, WorkerCollector
 
-    if registry is None:
+    if registry is None:  # a worker host
         if multiprocess_dir():
             registry = CollectorRegistry()
             # Collected in registration order: sweep the dead before merging the files.
@@ -281,7 +281,7 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | No
             _mp.MultiProcessCollector(registry)
         else:
             registry = REGISTRY
-    registry.register(WorkerCollector())
+        registry.register(WorkerCollector())
     if redis_url and queues:
         registry.register(QueueDepthCollector(redis_url, queues, transport_options))
     if jobs is not None:

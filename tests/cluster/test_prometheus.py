@@ -113,6 +113,14 @@ def test_prometheus_scrapes_workers_during_a_job(cluster_env, bucket, s3, start_
         decisions = collections.Counter((d["stage"], d["variant"], d["rule"]) for r in records for d in r["decisions"])
         assert by("sum by (stage, variant, reason) (retouch_model_selections_total)", "stage", "variant", "reason") \
             == {k: float(v) for k, v in decisions.items()}
+        # ... and a log search: the workers' JSON decision lines of this job, counted by the same labels
+        logged = collections.Counter()
+        for line in workers.log.read_text(errors="replace").splitlines():
+            if line.startswith("{") and '"model_selection"' in line:
+                entry = json.loads(line)
+                if entry.get("event") == "model_selection" and entry.get("job") == job:
+                    logged[(entry["stage"], entry["variant"], entry["rule"])] += 1
+        assert logged == decisions
         stages = collections.Counter(s for r in records for s in r["timings"] if s != "total")
         assert by("sum by (stage) (retouch_stage_duration_seconds_count)", "stage") == \
             {(k,): float(v) for k, v in stages.items()}

@@ -31,6 +31,7 @@ EMBEDDED_EMPTY = {
     "retouch_task_redeliveries_total": "no Celery tasks",
     "retouch_job_images": "no job store in an embedded run",
     "up": "the dashboard's worker panel selects job=retouch-worker; this target is job=retouch-run",
+    "retouch_worker_processes": "no worker in an embedded run",
     "retouch_gpu_memory_used_bytes": "CPU-only machine", "retouch_gpu_memory_total_bytes": "CPU-only machine",
     "retouch:gpu_memory_used:ratio": "CPU-only machine",
 }
