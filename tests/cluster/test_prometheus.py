@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,8 +21,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from clusterlib import retouch, wait_job
-from tests.monitoring.promlib import (PROMETHEUS, check_everything, free_port, scrape_config, start_prometheus, stop,
-                                      wait_for)
+
+# promlib (the Prometheus runner and query checks) lives with the monitoring tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitoring"))
+from promlib import (PROMETHEUS, check_everything, free_port, scrape_config, start_prometheus,  # noqa: E402
+                     stop, wait_for)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitoring.promlib import PROMETHEUS, REDIS, free_port, start_prometheus, stop, wait_for
+from promlib import PROMETHEUS, REDIS, free_port, start_prometheus, stop, wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from monitoring import celery_signals
 from monitoring.collectors import QueueDepthCollector
 from monitoring.metrics import process_metrics
-from tests.monitoring.promlib import wait_for
+from promlib import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from monitoring.metrics import Metrics
-from tests.monitoring.promlib import DEPLOY, PROMTOOL
+from promlib import DEPLOY, PROMTOOL
 
 pytestmark = pytest.mark.prometheus
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.monitoring.promlib import ROOT, check_everything, free_port, scrape_config, stop, wait_for
+from promlib import ROOT, check_everything, free_port, scrape_config, stop, wait_for
 
 pytestmark = pytest.mark.prometheus
 
@@ -120,7 +120,7 @@ def test_the_checks_fail_on_bad_promql_and_on_missing_data(tmp_path, prometheus,
     """Control for check_everything: an invalid query or a panel without data is reported."""
     import json as _json
 
-    from tests.monitoring import promlib
+    import promlib
 
     prom = prometheus(scrape_config({"retouch-run": f"127.0.0.1:{free_port()}"}))  # nothing listens there
     with pytest.raises(AssertionError, match="parse error"):
