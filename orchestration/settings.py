@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(7200, description="seconds before an unacknowledged task is redelivered; "
                                                       "must exceed task_time_limit")
     unacked_restore_interval: int = Field(10, description="seconds between sweeps restoring unacknowledged tasks")
-    task_soft_time_limit: int = Field(1800, description="seconds before a task is asked to stop (fails its image)")
+    task_soft_time_limit: int = Field(1800, description="seconds before a task is asked to stop (fails its image); "
+                                                        "0: none")
     task_time_limit: int = Field(2100, description="seconds before a task's worker is killed")
     max_deliveries: int = Field(3, description="deliveries of one task (worker lost mid-task) before its image fails")
     task_max_retries: int = Field(5, description="retries of a task on transient storage/broker errors")
@@ -62,6 +63,16 @@ class Settings(BaseSettings):
     cpu_concurrency: int = Field(1, description="processes serving the cpu queue")
     state_dir: str = Field(default_factory=default_state_dir,
                            description="`retouch cluster` pid files, logs and data")
+
+    @model_validator(mode="after")
+    def _limits(self) -> "Settings":
+        if self.task_time_limit <= 0 or self.task_soft_time_limit < 0:
+            raise ValueError(f"time limits must be positive but are soft {self.task_soft_time_limit}s, "
+                             f"hard {self.task_time_limit}s")
+        if self.task_soft_time_limit > self.task_time_limit:
+            raise ValueError(f"task_soft_time_limit ({self.task_soft_time_limit}s) must not exceed "
+                             f"task_time_limit ({self.task_time_limit}s)")
+        return self
 
     @property
     def backend_url(self) -> str:

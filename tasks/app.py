@@ -60,7 +60,7 @@ def config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
-        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_soft_time_limit": settings.task_soft_time_limit or None,
         "task_time_limit": settings.task_time_limit,
         "task_default_queue": CPU_QUEUE,
         "task_create_missing_queues": True,

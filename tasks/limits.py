@@ -43,7 +43,8 @@ def enforced(soft: float, hard: float, what: str, enabled: bool = True, before_k
             os.kill(os.getpid(), signal.SIGKILL)
 
     previous = signal.signal(signal.SIGALRM, on_soft)
-    signal.setitimer(signal.ITIMER_REAL, soft)
+    if soft:  # 0: no soft limit
+        signal.setitimer(signal.ITIMER_REAL, soft)
     timer = threading.Timer(hard, on_hard)
     timer.daemon = True
     timer.start()

@@ -76,7 +76,8 @@ def in_process(images: dict[str, bytes], plan, cache) -> float:
     return time.perf_counter() - start
 
 
-def distributed(app, storage, store, bucket: str, prefix: str, out: str, plan, timeout: float = 1800) -> tuple[float, list]:
+def distributed(app, storage, store, bucket: str, prefix: str, out: str, plan,
+                timeout: float = 1800) -> tuple[float, list]:
     """Seconds from submit to the manifest, and the manifest lines."""
     from orchestration.jobs import read_manifest, status, submit
 

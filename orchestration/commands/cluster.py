@@ -28,9 +28,9 @@ def run(args) -> int:
     import os
 
     from orchestration.cluster import ClusterError, cluster_down, cluster_up
-    from orchestration.settings import load_settings
+    from orchestration.commands._settings import cluster_settings
 
-    state_dir = args.state_dir or Path(load_settings().state_dir)
+    state_dir = args.state_dir or Path(cluster_settings("cluster").state_dir)
     if args.action == "down":
         stopped = cluster_down(state_dir)
         print(f"retouch cluster: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")

@@ -20,9 +20,9 @@ def run(args) -> int:
     from dataclasses import asdict
 
     from orchestration.jobs import JobStore, status
-    from orchestration.settings import load_settings
+    from orchestration.commands._settings import cluster_settings
 
-    store = JobStore(redis.Redis.from_url(load_settings().redis_url))
+    store = JobStore(redis.Redis.from_url(cluster_settings("status").redis_url))
     try:
         st = status(store, args.job)
     except KeyError as exc:

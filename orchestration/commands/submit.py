@@ -67,11 +67,13 @@ def run(args) -> int:
     import redis
 
     from orchestration.jobs import JobStore, gpu_queues, submit
-    from orchestration.settings import load_settings
+    from orchestration.commands._settings import cluster_settings
     from orchestration.storage import Storage, StorageError
-    from tasks.app import app
 
-    settings = load_settings(max_pixels=args.max_pixels, batch_size=args.batch_size)
+    settings = cluster_settings("submit", max_pixels=args.max_pixels, batch_size=args.batch_size)
+    from tasks.app import make_app
+
+    app = make_app(settings)
     try:
         plan = plan_from_args(args)
     except ValueError as exc:

@@ -49,7 +49,7 @@ def run(args) -> int:
     import redis
 
     from orchestration.jobs import JobStore
-    from orchestration.settings import load_settings
+    from orchestration.commands._settings import cluster_settings
 
-    store = JobStore(redis.Redis.from_url(load_settings().redis_url))
+    store = JobStore(redis.Redis.from_url(cluster_settings("watch").redis_url))
     return follow(store, args.job, args.timeout, args.interval)

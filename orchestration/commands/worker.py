@@ -46,9 +46,10 @@ def parse_gpus(text: str) -> list[int]:
 
 def run(args) -> int:
     from orchestration.cluster import Supervisor, worker_specs
-    from orchestration.settings import load_settings
+    from orchestration.commands._settings import cluster_settings
 
-    settings = load_settings(simulate_gpus=args.simulate_gpus, cpu_concurrency=args.cpu_concurrency)
+    settings = cluster_settings("worker", simulate_gpus=args.simulate_gpus,
+                                cpu_concurrency=args.cpu_concurrency)
     try:
         gpus = parse_gpus(args.gpus) if args.gpus else None
     except ValueError as exc:

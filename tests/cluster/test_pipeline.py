@@ -229,22 +229,37 @@ def test_redelivery_cap_fails_only_the_lost_image(cluster_env, bucket, s3, start
     assert all(line["status"] == "ok" for key, line in lines.items() if key != killed["image"])
 
 
-def test_soft_time_limit_fails_only_the_slow_image(cluster_env, bucket, s3, start_workers, archive_photos):
-    """Solo-pool workers enforce the soft limit themselves: the slow image fails
-    with the reason, its chain still completes, the fast one is done."""
+def _huge_jpeg(photo: bytes, side: int = 3200) -> bytes:
+    """A photo enlarged to ``side`` px: slow enough to cross a few-second limit."""
+    import io
+
     import cv2
     from PIL import Image as PILImage
 
-    small = archive_photos(2, seed=6)
-    big = np.asarray(PILImage.open(__import__("io").BytesIO(small["chelsea-001.jpg"])))
-    big = cv2.resize(big, (4000, 4000), interpolation=cv2.INTER_CUBIC)
-    buf = __import__("io").BytesIO()
+    big = cv2.resize(np.asarray(PILImage.open(io.BytesIO(photo))), (side, side), interpolation=cv2.INTER_CUBIC)
+    buf = io.BytesIO()
     PILImage.fromarray(big).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("limit", ["soft", "hard"])
+def test_time_limits_fail_only_the_slow_image(limit, cluster_env, bucket, s3, start_workers, archive_photos):
+    """Solo-pool workers enforce the limits themselves. Soft: the task stops
+    and its image fails. Hard: the worker is killed mid-task, restarted by its
+    supervisor, and the redelivered message fails the image at once. Either
+    way the chain completes, the fast image is done and the job finishes."""
+    small = archive_photos(2, seed=6)
     _upload(s3, bucket, "warm", {"a.jpg": small["astronaut-000.jpg"]})
-    _upload(s3, bucket, "in", {"fast.jpg": small["astronaut-000.jpg"], "huge.jpg": buf.getvalue()})
-    env = {**cluster_env, "RETOUCH_TASK_SOFT_TIME_LIMIT": "3", "RETOUCH_TASK_TIME_LIMIT": "120"}
+    _upload(s3, bucket, "in", {"fast.jpg": small["astronaut-000.jpg"],
+                               "huge.jpg": _huge_jpeg(small["chelsea-001.jpg"])})
+    # detecting text in the 10 MP image takes ~12 s here, the small one ~0.3 s
+    env = {**cluster_env, "RETOUCH_TASK_SOFT_TIME_LIMIT": "5", "RETOUCH_TASK_TIME_LIMIT": "120"}
+    if limit == "hard":  # no soft limit, and a short redelivery
+        env.update({"RETOUCH_TASK_SOFT_TIME_LIMIT": "0", "RETOUCH_TASK_TIME_LIMIT": "5",
+                    "RETOUCH_VISIBILITY_TIMEOUT": "8", "RETOUCH_UNACKED_RESTORE_INTERVAL": "1"})
     workers = start_workers(env, "--cpu")
     workers.wait_ready(["cpu"], env["RETOUCH_REDIS_URL"])
+    first_pid = workers.child("cpu").pid
     warm = retouch("submit", f"s3://{bucket}/warm", "--out", f"s3://{bucket}/warm-out", env=env).stdout.strip()
     assert "1 done" in wait_job(env, warm, timeout=60)  # the detector is loaded now
     job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--inpaint", "telea",
@@ -254,4 +269,5 @@ def test_soft_time_limit_fails_only_the_slow_image(cluster_env, bucket, s3, star
     lines = {line["key"]: line for line in _manifest(s3, _status(env, job)["manifest"])}
     assert lines["in/fast.jpg"]["status"] == "ok"
     assert lines["in/huge.jpg"]["status"] == "failed"
-    assert "soft time limit (3s)" in lines["in/huge.jpg"]["error"], lines["in/huge.jpg"]["error"]
+    assert f"{limit} time limit (5s)" in lines["in/huge.jpg"]["error"], lines["in/huge.jpg"]["error"]
+    assert (workers.child("cpu").pid != first_pid) == (limit == "hard")
