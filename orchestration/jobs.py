@@ -134,6 +134,19 @@ class JobStore:
         pipe.execute()
         return True
 
+    def add_line(self, job: str, batch: int, line: dict) -> None:
+        """An image's manifest line, kept until its batch's part is written."""
+        pipe = self.redis.pipeline()
+        pipe.hset(self.k(job, f"lines:{batch}"), line["key"], json.dumps(line, sort_keys=True))
+        pipe.expire(self.k(job, f"lines:{batch}"), 30 * 24 * 3600)
+        pipe.execute()
+
+    def batch_lines(self, job: str, batch: int) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.k(job, f"lines:{batch}")).items()}
+
+    def drop_lines(self, job: str, batch: int) -> None:
+        self.redis.delete(self.k(job, f"lines:{batch}"))
+
     def wrote_output(self, job: str, image: str) -> None:
         self.redis.hincrby(self.k(job, "writes"), image, 1)
 
@@ -285,7 +298,10 @@ def submit(app, storage: Storage, store: JobStore, src_url: str, out_url: str, p
         if not pending:
             return
         header = group([image_chain(app, st, q, plan.ops) for st, q in pending])
-        callback = app.signature("retouch.batch_done", args=(job, batches), queue=CPU_QUEUE)
+        for st, _ in pending:
+            st["batch"] = batches
+        keys = [st["key"] for st, _ in pending]
+        callback = app.signature("retouch.batch_done", args=(job, batches, keys), queue=CPU_QUEUE)
         store.add_queued(job, len(pending))
         store.set_meta(job, batches=batches + 1)
         chord(header)(callback)
@@ -319,10 +335,9 @@ def part_key(out: S3Url, job: str, batch: int) -> str:
     return join(job_prefix(out, job), "parts", f"part-{batch:06d}.jsonl")
 
 
-def write_part(storage: Storage, out: S3Url, job: str, batch: int, lines: list[dict]) -> None:
-    """One batch's manifest lines (deduplicated by image key, sorted)."""
-    unique = {line["key"]: line for line in lines if isinstance(line, dict) and "key" in line}
-    body = "".join(json.dumps(unique[k], sort_keys=True) + "\n" for k in sorted(unique)).encode()
+def write_part(storage: Storage, out: S3Url, job: str, batch: int, lines: dict[str, str]) -> None:
+    """One batch's manifest lines ({image key: JSON line}), sorted by key."""
+    body = "".join(lines[k] + "\n" for k in sorted(lines)).encode()
     storage.put(out.bucket, part_key(out, job, batch), body, {"job": job}, "application/x-ndjson")
 
 

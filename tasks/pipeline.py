@@ -334,7 +334,7 @@ def finish(self, state: dict) -> dict:
             raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries))
         raise
     record = state.get("record", {})
-    return {
+    line = {
         "key": state["key"], "input": _url(state["bucket"], state["key"]), "status": status,
         "output": state.get("output"),
         "record": _url(state["out_bucket"], state["record_key"]) if state.get("record_key") else None,
@@ -344,17 +344,38 @@ def finish(self, state: dict) -> dict:
         "artifacts": {k: _url(state["out_bucket"], v) for k, v in state.get("files", {}).items()
                       if k not in TRANSIENT_ARTIFACTS},
     }
+    # the batch's part is written from these stored lines, not from the chord's
+    # results: a finish delivered twice can make the chord fire one image early
+    JobStore(rt.redis).add_line(state["job"], state.get("batch", 0), line)
+    return line
 
 
 @app.task(name="retouch.batch_done", bind=True, max_retries=None)
-def batch_done(self, lines: list, job: str, batch: int) -> dict:
-    """Chord callback of one batch: write its manifest part; the last batch
-    of a sealed job writes the job's manifest and summary."""
+def batch_done(self, results: list, job: str, batch: int, keys: list[str]) -> dict:
+    """Chord callback of one batch: write its manifest part once every image
+    of the batch has its line (if the chord fired early, wait; an image still
+    missing after every possible redelivery is recorded as lost, so the job
+    still ends); the last batch of a sealed job writes the manifest and summary."""
     rt = runtime()
     store = JobStore(rt.redis)
-    out = parse_url(store.meta(job)["output"])
+    lines = store.batch_lines(job, batch)
+    missing = [k for k in keys if k not in lines]
+    patience = rt.settings.visibility_timeout * (rt.settings.max_deliveries + 1)
+    if missing and self.request.retries * 2 < patience:
+        log.warning("job %s batch %d: %d images not finished yet; waiting", job, batch, len(missing))
+        raise self.retry(countdown=2)
+    meta = store.meta(job)
+    src, out = parse_url(meta["input"]), parse_url(meta["output"])
+    for key in missing:
+        log.error("job %s: %s never finished; recorded as lost", job, key)
+        if store.finished(job, key, "failed"):
+            rt.metrics.image_finished("failed")
+        lines[key] = json.dumps({"key": key, "input": _url(src.bucket, key), "status": "failed", "output": None,
+                                 "error": f"{_url(src.bucket, key)}: lost (no result after {patience}s)"},
+                                sort_keys=True)
     write_part(rt.storage, out, job, batch, lines)
     store.batch_done(job, batch)
+    store.drop_lines(job, batch)
     if store.claim_finalize(job):
         return write_manifest(rt.storage, store, job)
     return {"job": job, "batch": batch, "images": len(lines)}
