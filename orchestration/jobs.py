@@ -241,18 +241,29 @@ def list_images(storage: Storage, src: S3Url) -> Iterator[dict]:
         yield obj
 
 
-def gpu_queues(app, fallback: int, timeout: float = 1.0) -> list[str]:
-    """The ``gpu.<i>`` queues workers consume now (asked over the broker);
-    ``fallback`` queues if no worker answers; [] means heavy stages go to cpu."""
-    try:
-        replies = app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception as exc:  # no worker, broker trouble: route by settings
-        log.info("could not ask workers for their queues (%s); using settings", exc)
-        replies = {}
-    if replies:
-        names = {q["name"] for queues in replies.values() for q in queues}
-        return sorted((n for n in names if n.startswith("gpu.")), key=lambda n: int(n.split(".")[1]))
-    return [f"gpu.{i}" for i in range(fallback)]
+QUEUES_KEY = "retouch:queues:"   # + supervisor id -> JSON list of the queues its workers consume
+QUEUES_TTL = 30
+
+
+def announce_queues(redis, supervisor: str, queues: list[str]) -> None:
+    """Called every few seconds by ``retouch worker`` (the supervisor, never
+    busy with a task, unlike a solo worker that could not answer a control
+    message): these queues have consumers for the next ``QUEUES_TTL`` s."""
+    redis.set(QUEUES_KEY + supervisor, json.dumps(sorted(queues)), ex=QUEUES_TTL)
+
+
+def gpu_queues(redis, fallback: int) -> list[str]:
+    """The ``gpu.<i>`` queues announced by running workers; ``fallback``
+    queues if none is announced; [] means heavy stages go to cpu."""
+    names: set[str] = set()
+    for key in redis.scan_iter(QUEUES_KEY + "*"):
+        raw = redis.get(key)
+        if raw:
+            names.update(json.loads(raw))
+    gpus = sorted((n for n in names if n.startswith("gpu.")), key=lambda n: int(n.split(".")[1]))
+    if not names:  # no worker announced yet: route by settings
+        return [f"gpu.{i}" for i in range(fallback)]
+    return gpus
 
 
 def image_chain(app, state: dict, heavy_queue: str, ops: list[str]):

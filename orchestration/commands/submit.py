@@ -82,9 +82,10 @@ def run(args) -> int:
     if settings.batch_size < 1:
         print(f"retouch submit: batch size must be at least 1 but is {settings.batch_size}", file=sys.stderr)
         return 2
+    client = redis.Redis.from_url(settings.redis_url)
     queues = ([f"gpu.{i}" for i in range(args.gpu_queues)] if args.gpu_queues is not None
-              else gpu_queues(app, settings.gpu_queues))
-    store = JobStore(redis.Redis.from_url(settings.redis_url))
+              else gpu_queues(client, settings.gpu_queues))
+    store = JobStore(client)
     try:
         submitted = submit(app, Storage.from_settings(settings), store, args.source, args.out, plan,
                            batch_size=settings.batch_size, queues=queues, force=args.force,

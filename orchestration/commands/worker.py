@@ -67,13 +67,49 @@ def run(args) -> int:
     supervisor.start_all()
     print("retouch worker: " + ", ".join(f"{s.name} (pid {supervisor.pids()[s.name]}) on {','.join(s.queues)}"
                                          f" [{s.device}]" for s in specs), flush=True)
+    announcer = _Announcer(settings.redis_url, supervisor.tag, sorted({q for s in specs for q in s.queues}))
     try:
         while not stop:
             supervisor.poll()
+            announcer.maybe_announce()
             time.sleep(0.5)
     finally:
+        announcer.withdraw()
         supervisor.stop()
     return 0
+
+
+class _Announcer:
+    """Tells `retouch submit` which queues this machine serves (a Redis key with a TTL)."""
+
+    def __init__(self, redis_url: str, tag: str, queues: list[str], every: float = 10.0):
+        import socket
+
+        import redis
+
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.name = f"{socket.gethostname()}.{tag}"
+        self.queues, self.every, self.last = queues, every, 0.0
+
+    def maybe_announce(self) -> None:
+        from orchestration.jobs import announce_queues
+
+        if time.monotonic() - self.last < self.every:
+            return
+        try:
+            announce_queues(self.redis, self.name, self.queues)
+            self.last = time.monotonic()
+        except Exception as exc:  # the broker may be down for a while; the workers retry on their own
+            log.warning("could not announce queues to Redis: %s", exc)
+            self.last = time.monotonic()
+
+    def withdraw(self) -> None:
+        from orchestration.jobs import QUEUES_KEY
+
+        try:
+            self.redis.delete(QUEUES_KEY + self.name)
+        except Exception as exc:  # the key expires by itself
+            log.info("could not withdraw the queue announcement: %s", exc)
 
 
 def _start_metrics(args, settings, specs):

@@ -75,6 +75,9 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     workers = start_workers(env, "--gpus", "0,1", "--cpu-concurrency", "1", "--metrics-port", str(metrics_port))
     workers.wait_ready(["gpu.0", "gpu.1", "cpu"], env["RETOUCH_REDIS_URL"])
     gpu_pids = {q: workers.child(q).pid for q in ("gpu.0", "gpu.1")}
+    r = redis.Redis.from_url(env["RETOUCH_REDIS_URL"])
+    announced = [json.loads(r.get(k)) for k in r.scan_iter("retouch:queues:*")]
+    assert announced == [["cpu", "gpu.0", "gpu.1"]]  # what submit spreads heavy stages over
     assert workers.child("gpu.0").environ()["CUDA_VISIBLE_DEVICES"] == "0"
     assert workers.child("gpu.1").environ()["CUDA_VISIBLE_DEVICES"] == "1"
 
