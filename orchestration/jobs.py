@@ -33,6 +33,7 @@ JOB_DIR = "_retouch/jobs"
 STATUSES = ("ok", "failed", "skipped")
 HEAVY = {"detect", "inpaint", "upscale"}
 ACTIVE = "retouch:jobs:active"
+FINISHED_JOB_TTL = 7 * 24 * 3600  # job state in Redis after the manifest is written (it stays in S3)
 
 
 def image_suffixes() -> dict[str, str]:
@@ -167,6 +168,13 @@ class JobStore:
         if not meta.get("sealed") or self.batches_done(job) < int(meta.get("batches", 0)):
             return False
         return bool(self.redis.set(self.k(job, "finalize"), 1, nx=True))
+
+    def expire(self, job: str, seconds: int) -> None:
+        """Let every Redis key of a finished job expire."""
+        pipe = self.redis.pipeline()
+        for key in self.redis.scan_iter(f"retouch:job:{job}:*"):
+            pipe.expire(key, seconds)
+        pipe.execute()
 
     def per_image(self, job: str, what: str) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.k(job, what)).items()}
@@ -376,6 +384,7 @@ def write_manifest(storage: Storage, store: JobStore, job: str) -> dict:
     storage.put_json(out.bucket, join(job_prefix(out, job), "summary.json"), summary, {"job": job})
     store.set_meta(job, manifest=summary["manifest"], finished_at=summary["finished_at"], totals=totals)
     store.redis.srem(ACTIVE, job)
+    store.expire(job, FINISHED_JOB_TTL)
     return summary
 
 

@@ -64,7 +64,7 @@ def config(settings: Settings) -> dict:
         "task_time_limit": settings.task_time_limit,
         "task_default_queue": CPU_QUEUE,
         "task_create_missing_queues": True,
-        "result_expires": 7 * 24 * 3600,
+        "result_expires": 24 * 3600,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

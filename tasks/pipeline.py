@@ -65,12 +65,17 @@ def _fail(state: dict, cause: str) -> dict:
     return state
 
 
+def _marker_ttl(rt) -> int:
+    """How long delivery counts and timeout marks live: past any redelivery."""
+    return rt.settings.visibility_timeout * (rt.settings.max_deliveries + 2)
+
+
 def _count_delivery(rt, task, name: str) -> int:
     """Deliveries of this task message (a retry is a new message); counted in Redis."""
     key = f"retouch:delivery:{task.request.id}:{task.request.retries}"
     pipe = rt.redis.pipeline()
     pipe.incr(key)
-    pipe.expire(key, 7 * 24 * 3600)
+    pipe.expire(key, _marker_ttl(rt))
     n = int(pipe.execute()[0])
     delivery = getattr(task.request, "delivery_info", None) or {}
     if n > 1 and not delivery.get("redelivered"):
@@ -112,7 +117,7 @@ def _run(task, name: str, body, state: dict) -> dict:
     try:
         with limits.enforced(rt.settings.task_soft_time_limit, rt.settings.task_time_limit,
                              f"{state['key']} {name}", enabled=rt.options.enforce_limits,
-                             before_kill=lambda: rt.redis.set(timed_out, 1, ex=7 * 24 * 3600)):
+                             before_kill=lambda: rt.redis.set(timed_out, 1, ex=_marker_ttl(rt))):
             state = body(state, rt, ctx)
     except Retry:
         raise
@@ -135,7 +140,9 @@ def _run(task, name: str, body, state: dict) -> dict:
 def stage(name: str):
     """Register ``body(state, runtime, ctx) -> state`` as task ``retouch.<name>``."""
     def wrap(body):
-        @app.task(name=f"retouch.{name}", bind=True, max_retries=None)
+        # the next stage gets the return value through the chain's message;
+        # storing it in the result backend too would cost Redis memory per image
+        @app.task(name=f"retouch.{name}", bind=True, max_retries=None, ignore_result=True)
         def task(self, state: dict) -> dict:
             return _run(self, name, body, state)
         task.body = body
@@ -317,7 +324,7 @@ def upscale(state: dict, rt, ctx) -> dict:
 @app.task(name="retouch.finish", bind=True, max_retries=None)
 def finish(self, state: dict) -> dict:
     """End of an image's chain: record its final status once (job counts and
-    metrics), drop the transient arrays, return its manifest line."""
+    metrics), drop the transient arrays, store its manifest line for the batch."""
     rt = runtime()
     status = state.get("status", "failed")
     if status == "pending":
@@ -347,10 +354,10 @@ def finish(self, state: dict) -> dict:
     # the batch's part is written from these stored lines, not from the chord's
     # results: a finish delivered twice can make the chord fire one image early
     JobStore(rt.redis).add_line(state["job"], state.get("batch", 0), line)
-    return line
+    return {"key": line["key"], "status": status}  # the chord's result; the line itself is in Redis
 
 
-@app.task(name="retouch.batch_done", bind=True, max_retries=None)
+@app.task(name="retouch.batch_done", bind=True, max_retries=None, ignore_result=True)
 def batch_done(self, results: list, job: str, batch: int, keys: list[str]) -> dict:
     """Chord callback of one batch: write its manifest part once every image
     of the batch has its line (if the chord fired early, wait; an image still
@@ -381,7 +388,7 @@ def batch_done(self, results: list, job: str, batch: int, keys: list[str]) -> di
     return {"job": job, "batch": batch, "images": len(lines)}
 
 
-@app.task(name="retouch.finalize_job", bind=True, max_retries=None)
+@app.task(name="retouch.finalize_job", bind=True, max_retries=None, ignore_result=True)
 def finalize_job(self, job: str) -> dict:
     """The job summary: manifest and summary.json (when submit sealed the job last)."""
     rt = runtime()
