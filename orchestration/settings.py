@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     cpu_concurrency: int = Field(1, description="processes serving the cpu queue")
     state_dir: str = Field(default_factory=default_state_dir,
                            description="`retouch cluster` pid files, logs and data")
+    metrics_dir: str | None = Field(None, description="prometheus_client multiprocess directory of `retouch worker "
+                                                       "--metrics-port` (default <state_dir>/metrics-<port>; "
+                                                       "wiped at worker start)")
 
     @model_validator(mode="after")
     def _limits(self) -> "Settings":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
-import tempfile
 import time
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,9 @@ def _start_metrics(args, settings, specs):
     from orchestration.jobs import JobStore
     from tasks.app import config
 
-    path = tempfile.mkdtemp(prefix="retouch-metrics-")
+    # A fixed directory per port, wiped of the previous run's files here, so
+    # restarts neither leak temp folders nor resurrect dead processes' counts.
+    path = settings.metrics_dir or os.path.join(settings.state_dir, f"metrics-{args.metrics_port}")
     prepare_multiprocess_dir(path)  # sets PROMETHEUS_MULTIPROC_DIR, inherited by the children
     queues = sorted({q for s in specs for q in s.queues})
     store = JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5))

@@ -55,7 +55,7 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture
-def cluster_env(redis_server, s3_server) -> dict:
+def cluster_env(redis_server, s3_server, tmp_path) -> dict:
     """Environment for workers and CLI commands (extend it per test)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RETOUCH_", "AWS_"))}
     env.update({
@@ -63,6 +63,8 @@ def cluster_env(redis_server, s3_server) -> dict:
         "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "RETOUCH_SETTINGS_FILE": "/nonexistent/retouch.env", "RETOUCH_DEVICE": "cpu",
         "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+        # pid files and the workers' metrics folder stay inside the test
+        "RETOUCH_STATE_DIR": str(tmp_path / "state"),
     })
     return env
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,9 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     assert announced == [["cpu", "gpu.0", "gpu.1"]]  # what submit spreads heavy stages over
     assert workers.child("gpu.0").environ()["CUDA_VISIBLE_DEVICES"] == "0"
     assert workers.child("gpu.1").environ()["CUDA_VISIBLE_DEVICES"] == "1"
+    # the children share one multiprocess metrics folder per port, under the state dir
+    metrics_dir = Path(env["RETOUCH_STATE_DIR"]) / f"metrics-{metrics_port}"
+    assert workers.child("gpu.0").environ()["PROMETHEUS_MULTIPROC_DIR"] == str(metrics_dir)
 
     # the output prefix may not overlap the input prefix
     refused = retouch("submit", f"s3://{bucket}/raw", "--out", f"s3://{bucket}/raw/out", env=env, check=False)
