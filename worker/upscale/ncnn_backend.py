@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.upscale.learned import BYTES_PER_PIXEL, NativeScaleUpscaler, auto_tile
+from worker.upscale.learned import NCNN_BYTES_PER_PIXEL, NativeScaleUpscaler, auto_tile
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class NcnnUpscaler(NativeScaleUpscaler):
                  architecture: str, tile: int = 0, threads: int | None = None):
         self.net = NcnnNet(param_path, bin_path, threads)
         if tile <= 0:
-            tile = auto_tile("cpu", BYTES_PER_PIXEL.get(architecture, BYTES_PER_PIXEL["default"]))
+            tile = auto_tile("cpu", NCNN_BYTES_PER_PIXEL.get(architecture, NCNN_BYTES_PER_PIXEL["default"]))
         super().__init__(name, native_scale, tile)
         self.device = "cpu"
 
