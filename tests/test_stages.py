@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import photo
+from tests.conftest import photo
 from orchestration.plan import Plan
 from orchestration.select import choose_inpaint, choose_upscale, ring_texture
 from worker import inpaint, stages, upscale
