@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from orchestration.commands._plan import add_plan_arguments
+
 DESCRIPTION = """Restore images in-process: detect text and watermarks, inpaint them, post-process the
 seams, upscale. Writes, per image, the output, a JSON sidecar (<output>.json) and, with
 --save-masks, the confidence map and the soft mask as 16-bit PNGs. Inputs are never modified.
@@ -19,21 +21,9 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="restore images in-process (embedded, no servers)", description=DESCRIPTION)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, type=Path, help="output folder (mirrors the input folder layout)")
-    p.add_argument("--ops", default="remove-text", help="comma-separated: remove-text,upscale (default remove-text)")
-    p.add_argument("--scale", type=float, default=4.0, help="upscale factor, 1-8 (default 4)")
-    p.add_argument("--mask-type", choices=["soft", "binary"], default="soft", help="soft (feathered) or binary mask")
-    p.add_argument("--mask-sigma", type=float, default=4.0, help="feathering sigma in px (default 4)")
-    p.add_argument("--mask-threshold", type=float, default=0.3, help="detector probability threshold (default 0.3)")
-    p.add_argument("--mask-dilate", type=int, default=2, help="px added around strokes (default 2)")
+    add_plan_arguments(p)
     p.add_argument("--masks", type=Path, help="folder of user masks (<image stem>.png, soft 0-255 or binary); "
                                               "a mask found there replaces detection")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument("--inpaint", default="auto", help="auto or a variant: telea, ns, patchmatch")
-    p.add_argument("--upscale", default="auto", help="auto or a variant (see `retouch models list`)")
-    p.add_argument("--no-hallucination", action="store_true",
-                   help="forensic mode: never use a learned upscaler (Lanczos unless --upscale bicubic)")
-    p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     p.add_argument("--save-masks", action="store_true", help="also write the confidence map and the mask")
     p.add_argument("--force", action="store_true", help="redo images whose output is already up to date")
     p.add_argument("--max-pixels", type=int, help="refuse larger images (default from settings: 100 MP)")

@@ -6,27 +6,13 @@ import sys
 
 from pydantic import ValidationError
 
+from orchestration.commands._plan import add_plan_arguments
+
 DESCRIPTION = """List an s3:// prefix page by page and enqueue its images in batches for the
 cluster workers; print the job id. Outputs mirror the input layout under --out (a
 separate prefix: originals are never overwritten), each with a JSON record next to it;
 the job ends with a JSON Lines manifest under <out>/_retouch/jobs/<job>/. Images whose
 output exists with the same pipeline fingerprint and input are skipped."""
-
-
-def add_plan_arguments(p) -> None:
-    """The pipeline flags shared with `retouch run`."""
-    p.add_argument("--ops", default="remove-text", help="comma-separated: remove-text,upscale (default remove-text)")
-    p.add_argument("--scale", type=float, default=4.0, help="upscale factor, 1-8 (default 4)")
-    p.add_argument("--mask-type", choices=["soft", "binary"], default="soft", help="soft (feathered) or binary mask")
-    p.add_argument("--mask-sigma", type=float, default=4.0, help="feathering sigma in px (default 4)")
-    p.add_argument("--mask-threshold", type=float, default=0.3, help="detector probability threshold (default 0.3)")
-    p.add_argument("--mask-dilate", type=int, default=2, help="px added around strokes (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument("--inpaint", default="auto", help="auto or a variant: telea, ns, patchmatch")
-    p.add_argument("--upscale", default="auto", help="auto or a variant (see `retouch models list`)")
-    p.add_argument("--no-hallucination", action="store_true", help="forensic mode: never a learned upscaler")
-    p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
 
 
 def plan_from_args(args):

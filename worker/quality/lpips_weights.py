@@ -15,7 +15,6 @@ evaluation time.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -27,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from worker.models.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,6 @@ def linear_layers_match(params: dict) -> bool:
         if theirs.reshape(-1).shape != ours.shape or not np.allclose(theirs.reshape(-1), ours, atol=1e-6):
             return False
     return True
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_sdist(directory: str | os.PathLike) -> Path:
