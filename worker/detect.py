@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worker.errors import RetouchError
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "ch_PP-OCRv4_det_infer.onnx"
@@ -25,7 +27,7 @@ _STD = 0.5
 _STRIDE = 32
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(RetouchError):
     """The detector's ONNX file is missing from the installed packages."""
 
 

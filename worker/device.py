@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import re
 
+from worker.errors import RetouchError
+
 log = logging.getLogger(__name__)
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
-class DeviceError(ValueError):
+class DeviceError(RetouchError):
     """A device string that is malformed or names a GPU that is not there."""
 
 

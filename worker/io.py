@@ -25,6 +25,8 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from worker.errors import RetouchError
+
 # retouch applies its own, configurable pixel limit before decoding (see
 # ``decode``); Pillow's fixed global limit would otherwise pre-empt it.
 PILImage.MAX_IMAGE_PIXELS = None
@@ -36,11 +38,19 @@ EXTENSIONS = {
     ".webp": "WEBP", ".bmp": "BMP",
 }
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "WEBP": "image/webp", "BMP": "image/bmp"}
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 _ORIENTATION_TAG = 0x0112
 
 
-class ImageError(ValueError):
+def format_name(name: str) -> str:
+    """A format as retouch names it: ``jpg``/``JPG`` -> ``JPEG``, ``tif`` -> ``TIFF``,
+    others upper-cased (``png`` -> ``PNG``). Not validated: see FORMATS."""
+    upper = name.upper().lstrip(".")
+    return {"JPG": "JPEG", "TIF": "TIFF"}.get(upper, upper)
+
+
+class ImageError(RetouchError):
     """An input image cannot be decoded or an output cannot be encoded.
 
     ``str(err)`` is one line naming the file and the cause.
@@ -233,8 +243,7 @@ def encode(img: Image, fmt: str | None = None, quality: int = 95) -> bytes:
     and EXIF block are written where the format holds them. Raises
     :class:`ImageError` when the format cannot hold the image (alpha in JPEG).
     """
-    fmt = (fmt or img.format).upper()
-    fmt = "JPEG" if fmt == "JPG" else "TIFF" if fmt == "TIF" else fmt
+    fmt = format_name(fmt or img.format)
     if fmt not in FORMATS:
         raise ImageError(img.name, f"cannot write format {fmt}; supported: {', '.join(FORMATS)}")
     if img.alpha is not None and fmt == "JPEG":

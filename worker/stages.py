@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker import inpaint as inpaint_variants
+from worker.errors import RetouchError
 from worker.mask import MaskParams, MaskResult, build_mask, mask_from_strokes, mask_stats
 from worker.postprocess import postprocess as _postprocess
-from worker.upscale import Upscaler, target_size, upscale_alpha
+from worker.upscale.base import Upscaler, target_size, upscale_alpha
 
 
 @dataclass
@@ -35,10 +36,10 @@ def detect(rgb: np.ndarray, detector, params: MaskParams, user_mask: np.ndarray 
     ``detector`` has ``confidence(rgb) -> HxW``. A ``user_mask`` (float32 HxW in
     [0, 1], soft or binary, same size as the image) replaces detection: it is the
     confidence, its >= 0.5 part is dilated and feathered like detected strokes.
-    Raises ValueError if the user mask's size differs from the image's."""
+    Raises RetouchError if the user mask's size differs from the image's."""
     if user_mask is not None:
         if user_mask.shape != rgb.shape[:2]:
-            raise ValueError(f"mask is {user_mask.shape[1]}x{user_mask.shape[0]} "
+            raise RetouchError(f"mask is {user_mask.shape[1]}x{user_mask.shape[0]} "
                              f"but the image is {rgb.shape[1]}x{rgb.shape[0]}")
         confidence = user_mask.astype(np.float32)
         result: MaskResult = mask_from_strokes(confidence >= 0.5, params)

@@ -15,7 +15,13 @@ from typing import Callable
 
 import numpy as np
 
+from worker.inpaint import opencv, patchmatch
+from worker.registry import Registry, UnknownVariantError
+
 Inpainter = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+__all__ = ["Inpainter", "VariantInfo", "UnknownVariantError", "VARIANTS", "register", "names", "get",
+           "bounding_box", "fill"]
 
 
 @dataclass(frozen=True)
@@ -25,33 +31,27 @@ class VariantInfo:
     fn: Inpainter
 
 
-class UnknownVariantError(KeyError):
-    """No inpainter of that name is registered."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-_REGISTRY: dict[str, VariantInfo] = {}
-_FAMILIES = ["worker.inpaint.opencv", "worker.inpaint.patchmatch"]
-_loaded = False
+VARIANTS: Registry[VariantInfo] = Registry("inpaint variant", [
+    (v.name, v) for v in (
+        VariantInfo("telea", "OpenCV fast-marching (Telea); thin strokes, small areas", opencv.telea),
+        VariantInfo("ns", "OpenCV Navier-Stokes; smooth regions, small areas", opencv.navier_stokes),
+        VariantInfo("patchmatch", "PatchMatch texture synthesis; larger or textured regions", patchmatch.inpaint),
+    )
+])
 
 
 def register(name: str, fn: Inpainter, description: str) -> None:
-    _REGISTRY[name] = VariantInfo(name, description, fn)
+    """Add a variant at run time (tests, plugins)."""
+    VARIANTS.add(name, VariantInfo(name, description, fn))
 
 
 def names() -> list[str]:
-    _load_families()
-    return sorted(_REGISTRY)
+    return VARIANTS.names()
 
 
 def get(name: str) -> VariantInfo:
-    _load_families()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownVariantError(f"unknown inpaint variant {name!r}; available: {', '.join(names())}") from None
+    """Raises UnknownVariantError listing the available variants."""
+    return VARIANTS.get(name)
 
 
 def bounding_box(mask: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
@@ -80,19 +80,6 @@ def fill(rgb: np.ndarray, mask: np.ndarray, variant: str, seed: int = 0, margin:
     filled = info.fn(np.ascontiguousarray(rgb[y0:y1, x0:x1]), sub_mask, seed)
     out[y0:y1, x0:x1][sub_mask] = filled[sub_mask]
     if alpha is not None:
-        from worker.inpaint.opencv import telea_plane
-
-        sub_alpha = telea_plane(np.ascontiguousarray(alpha[y0:y1, x0:x1]), sub_mask)
+        sub_alpha = opencv.telea_plane(np.ascontiguousarray(alpha[y0:y1, x0:x1]), sub_mask)
         out_alpha[y0:y1, x0:x1][sub_mask] = sub_alpha[sub_mask]
     return out, out_alpha
-
-
-def _load_families() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-
-    for module in _FAMILIES:
-        importlib.import_module(module)

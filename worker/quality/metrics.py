@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from worker.postprocess import seam_error as _seam
+
 # PSNR of identical images is infinite; tables and means need a finite number.
 PSNR_CAP = 100.0
 
@@ -90,8 +92,6 @@ def detection_scores(predicted: np.ndarray, truth: np.ndarray) -> dict:
 def seam_error(result: np.ndarray, region: np.ndarray) -> float:
     """Low-frequency colour step across the boundary of ``region`` in the final
     image, [0, 1] units (see :func:`worker.postprocess.seam_error`)."""
-    from worker.postprocess import seam_error as _seam
-
     return _seam(result, result, region)
 
 

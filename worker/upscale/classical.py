@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from worker.upscale import UpscaleOptions, register, target_size
+from worker.upscale.base import UpscaleOptions, VariantInfo, target_size
 
 
 class Interpolator:
@@ -25,7 +25,8 @@ def _factory(name: str, flag: int):
     return make
 
 
-register("lanczos", _factory("lanczos", cv2.INTER_LANCZOS4), learned=False,
-         description="Lanczos (8x8) interpolation; invents no detail")
-register("bicubic", _factory("bicubic", cv2.INTER_CUBIC), learned=False,
-         description="bicubic interpolation; invents no detail")
+VARIANTS = [
+    VariantInfo("lanczos", False, "Lanczos (8x8) interpolation; invents no detail",
+                _factory("lanczos", cv2.INTER_LANCZOS4)),
+    VariantInfo("bicubic", False, "bicubic interpolation; invents no detail", _factory("bicubic", cv2.INTER_CUBIC)),
+]

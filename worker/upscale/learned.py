@@ -17,8 +17,11 @@ from typing import Callable
 
 import numpy as np
 
+from PIL import Image
+
+from worker.device import free_memory, is_out_of_memory, release_cached
 from worker.tiling import Tiler
-from worker.upscale import target_size
+from worker.upscale.base import target_size
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,6 @@ OVERLAP = 16
 def lanczos_resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """float32 HxWxC -> (size[1], size[0], C) with PIL's Lanczos (antialiased
     when shrinking), float32 throughout; no clipping."""
-    from PIL import Image
-
     if (rgb.shape[1], rgb.shape[0]) == size:
         return rgb
     out = np.empty((size[1], size[0], rgb.shape[2]), np.float32)
@@ -69,8 +70,6 @@ def auto_tile(device: str, bytes_per_pixel: int, itemsize: int = 4) -> int:
     about half the free memory of ``device``; on the CPU also within
     ``CPU_ACTIVATION_BUDGET`` and at most ``CPU_DEFAULT_TILE`` (bigger tiles
     buy little speed there and cost RAM)."""
-    from worker.device import free_memory
-
     budget = free_memory(device) * 0.5
     if not device.startswith("cuda"):
         budget = min(budget, CPU_ACTIVATION_BUDGET)
@@ -125,8 +124,6 @@ class TorchUpscaler(NativeScaleUpscaler):
                  tile: int = 0, bytes_per_pixel: int = BYTES_PER_PIXEL["default"], multiple_of: int = 1,
                  minimum: int = 1):
         import torch
-
-        from worker.device import is_out_of_memory, release_cached
 
         self.device = device
         self.dtype = dtype or torch.float32

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.models.convert_ncnn import parse_param
 from worker.upscale.learned import NCNN_BYTES_PER_PIXEL, NativeScaleUpscaler, auto_tile
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 def blob_names(param_path: str | Path) -> tuple[str, str]:
     """(input blob, output blob) of a model: the Input layer's output and the
     last layer's output."""
-    from worker.models.convert_ncnn import parse_param
-
     layers = parse_param(param_path)
     inputs = [l.outputs[0] for l in layers if l.type == "Input"]
     if len(inputs) != 1:

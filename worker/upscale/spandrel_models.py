@@ -16,17 +16,22 @@ Loading never unpickles arbitrary objects: safetensors files are read with
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
-from worker.upscale import UpscaleOptions, VariantInfo, add_resolver
+from worker.device import choose_dtype, resolve_device
+from worker.errors import RetouchError
+from worker.files import atomic_copy
+from worker.models.manifest import Manifest, sha256_file
+from worker.models.store import ModelNotFound, open_store
+from worker.upscale.base import UpscaleOptions, VariantInfo
+from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 
 
-class UnsupportedUpscalerError(ValueError):
+class UnsupportedUpscalerError(RetouchError):
     """The file is not a super-resolution model spandrel can load."""
 
 
@@ -58,13 +63,8 @@ def read_state_dict(path: str | Path) -> dict:
 
 
 def _canonical(state: dict) -> dict:
-    try:
-        from spandrel.__helpers.canonicalize import canonicalize_state_dict
-    except ImportError:  # pragma: no cover - spandrel moved its helper
-        for key in ("params_ema", "params", "state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-        return {k.removeprefix("module."): v for k, v in state.items()}
+    from spandrel import canonicalize_state_dict
+
     return canonicalize_state_dict(state)
 
 
@@ -93,9 +93,6 @@ def load_descriptor(path: str | Path):
 
 def load_upscaler(name: str, path: str | Path, options: UpscaleOptions):
     """A TorchUpscaler running the spandrel model in ``path`` on ``options.device``."""
-    from worker.device import choose_dtype, resolve_device
-    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
-
     descriptor = load_descriptor(path)
     device = resolve_device(options.device)
     dtype = choose_dtype(device, precision(options),
@@ -114,8 +111,6 @@ def add_model(model_dir: str | Path, file: str | Path, name: str | None = None, 
     it, and record it in the manifest. Returns the manifest entry (with ``path``).
 
     Raises UnsupportedUpscalerError (nothing is written) if it is not a usable upscaler."""
-    from worker.models.manifest import Manifest, sha256_file
-
     file = Path(file)
     name = name or file.stem
     descriptor = load_descriptor(file)
@@ -123,9 +118,7 @@ def add_model(model_dir: str | Path, file: str | Path, name: str | None = None, 
     model_dir.mkdir(parents=True, exist_ok=True)
     dest = model_dir / f"{name}{file.suffix.lower()}"
     if dest.resolve() != file.resolve():
-        part = dest.with_name(f".{dest.name}.part")
-        shutil.copyfile(file, part)
-        part.replace(dest)
+        atomic_copy(file, dest)
     entry = {"name": name, "task": "upscale", "architecture": descriptor.architecture.name,
              "scale": descriptor.scale, "backend": "spandrel", "file": dest.name, "sha256": sha256_file(dest),
              "licence": licence, "source": source or f"user file {file}",
@@ -138,10 +131,7 @@ def add_model(model_dir: str | Path, file: str | Path, name: str | None = None, 
 
 def resolve(name: str, options: UpscaleOptions) -> VariantInfo | None:
     """Registry resolver: a spandrel model of that name in the store, or None."""
-    from worker.models.store import ModelNotFound
-    from worker.upscale.realesrgan import open_model_store
-
-    store = open_model_store(options)
+    store = open_store(options.store_dir)
     try:
         entry = store.entry(name)
     except ModelNotFound:
@@ -150,9 +140,7 @@ def resolve(name: str, options: UpscaleOptions) -> VariantInfo | None:
         return None
 
     def factory(opts: UpscaleOptions):
-        return load_upscaler(name, open_model_store(opts).path(name), opts)
+        return load_upscaler(name, open_store(opts.store_dir).path(name), opts)
 
     return VariantInfo(name, True, entry.get("description", f"user model {entry['file']}"), factory)
 
-
-add_resolver(resolve)

@@ -13,44 +13,40 @@ Variants (all read from the model store that ``make models`` provisions):
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
+from worker.device import choose_dtype, resolve_device
+from worker.errors import RetouchError
 from worker.models.convert_ncnn import SHIPPED
-from worker.upscale import UpscaleOptions, register
+from worker.models.store import open_store
+from worker.upscale.base import UpscaleOptions, VariantInfo
+from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
+from worker.upscale.ncnn_backend import NcnnUpscaler
 
 log = logging.getLogger(__name__)
 
+# The networks import torch at module level, so they are imported by name when
+# a model is built (``retouch --help`` and the light stages never load torch).
 ARCHITECTURES = {"RRDBNet": "worker.upscale.realesrgan.rrdbnet",
                  "SRVGGNetCompact": "worker.upscale.realesrgan.srvgg"}
 
 
-def default_model_dir() -> str:
-    """The store used when the caller gives none (the settings default)."""
-    return str(Path.home() / ".cache" / "retouch" / "models")
-
-
 def open_model_store(options: UpscaleOptions):
-    from worker.models.store import open_store
-
-    return open_store(options.model_dir or default_model_dir())
+    return open_store(options.store_dir)
 
 
 def build_module(architecture: str, state: dict):
     """Our torch network for ``architecture``, loaded from ``state``."""
-    import importlib
-
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown Real-ESRGAN architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        raise RetouchError(f"unknown Real-ESRGAN architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     return importlib.import_module(ARCHITECTURES[architecture]).from_state_dict(state)
 
 
 def load_torch(name: str, options: UpscaleOptions):
     """A :class:`TorchUpscaler` for store model ``name`` on ``options.device``."""
     from safetensors.torch import load_file
-
-    from worker.device import choose_dtype, resolve_device
-    from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
 
     store = open_model_store(options)
     entry = store.entry(name)
@@ -65,8 +61,6 @@ def load_torch(name: str, options: UpscaleOptions):
 
 def load_ncnn(name: str, options: UpscaleOptions):
     """An :class:`NcnnUpscaler` for store model ``name`` (always on the CPU)."""
-    from worker.upscale.ncnn_backend import NcnnUpscaler
-
     store = open_model_store(options)
     entry = store.entry(name)
     files = {Path(f["file"]).suffix: store.path(name, f["file"]) for f in entry["files"]}
@@ -84,7 +78,11 @@ def _ncnn_factory(name: str):
     return lambda options: load_ncnn(name, options)
 
 
-for _model in SHIPPED:
-    register(_model.name, _torch_factory(_model.name), learned=True, description=f"{_model.description} [torch]")
-    for _ncnn_name in _model.ncnn:
-        register(_ncnn_name, _ncnn_factory(_ncnn_name), learned=True, description=f"{_model.description} [ncnn, CPU]")
+def variants() -> list[VariantInfo]:
+    """One torch variant per shipped network and one per ncnn export."""
+    found = []
+    for model in SHIPPED:
+        found.append(VariantInfo(model.name, True, f"{model.description} [torch]", _torch_factory(model.name)))
+        for ncnn_name in model.ncnn:
+            found.append(VariantInfo(ncnn_name, True, f"{model.description} [ncnn, CPU]", _ncnn_factory(ncnn_name)))
+    return found

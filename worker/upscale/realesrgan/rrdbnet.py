@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.models.convert_ncnn import conv_keys
+
 
 class ResidualDenseBlock(nn.Module):
     """Five 3x3 convs with dense connections; output = 0.2 * conv5 + input."""
@@ -73,15 +75,6 @@ class RRDBNet(nn.Module):
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
-
-
-def conv_keys(num_block: int) -> list[str]:
-    """Parameter prefixes of every conv in execution order (the ncnn graph's order)."""
-    keys = ["conv_first"]
-    for b in range(num_block):
-        for r in (1, 2, 3):
-            keys += [f"body.{b}.rdb{r}.conv{c}" for c in range(1, 6)]
-    return keys + ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
 
 
 def from_state_dict(state: dict) -> RRDBNet:
