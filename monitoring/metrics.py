@@ -30,6 +30,8 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values, write_to_textfile
 from prometheus_client import multiprocess as _mp
 
+from monitoring.collectors import JobProgressCollector, QueueDepthCollector, WorkerCollector, gpu_memory
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "retouch"
@@ -166,8 +168,6 @@ class Metrics:
         """Set the GPU memory gauges from torch.cuda, only in a process that has
         already initialised CUDA (a parent must never initialise CUDA before it
         forks). Nothing on CPU-only processes."""
-        from monitoring.collectors import gpu_memory
-
         for device, (used, total) in gpu_memory().items():
             self.gpu_used.labels(device).set(used)
             self.gpu_total.labels(device).set(total)
@@ -270,8 +270,6 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | No
     ``broker_transport_options``), and per-job progress for active jobs when
     ``jobs`` (a callable returning ``{job: {status: count}}``) is given."""
     from prometheus_client import start_http_server
-
-    from monitoring.collectors import JobProgressCollector, QueueDepthCollector, WorkerCollector
 
     if registry is None:  # a worker host
         if multiprocess_dir():

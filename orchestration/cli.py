@@ -1,6 +1,11 @@
 """The ``retouch`` command. Each subcommand lives in ``orchestration/commands/``
 as a module with ``register(subparsers)``, which adds its parser and sets
-``func(args) -> int`` (the exit code)."""
+``func(args) -> int`` (the exit code).
+
+An expected failure (:class:`worker.errors.RetouchError`: bad settings, an
+unknown job, a refused URL...) raised by a command is printed as one line,
+``retouch COMMAND: cause``, with exit code 2; anything else is a bug and keeps
+its traceback."""
 
 from __future__ import annotations
 
@@ -9,21 +14,22 @@ import importlib
 import pkgutil
 import sys
 
+import orchestration.commands
+from monitoring.logs import configure_logging
+from worker import __version__
+from worker.errors import RetouchError
+
 # Subcommands listed first in help; any other module in orchestration/commands
 # follows in alphabetical order, so adding a command never edits this file.
 FIRST = ["run", "submit", "status", "watch", "worker", "cluster", "models", "eval", "bench"]
 
 
 def command_names() -> list[str]:
-    import orchestration.commands as package
-
-    found = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    found = {m.name for m in pkgutil.iter_modules(orchestration.commands.__path__) if not m.name.startswith("_")}
     return [n for n in FIRST if n in found] + sorted(found - set(FIRST))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker import __version__
-
     parser = argparse.ArgumentParser(
         prog="retouch",
         description="Batch restoration for image archives: remove text and watermarks, inpaint, upscale.",
@@ -37,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from monitoring.logs import configure_logging
-
     args = build_parser().parse_args(argv)
     # eval and bench print their own tables; decision lines would drown them.
     configure_logging(args.log_level, decisions=args.command not in ("eval", "bench"))
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except RetouchError as exc:
+        print(f"retouch {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

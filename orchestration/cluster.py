@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.errors import RetouchError
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RetouchError):
     """A server did not start or stop; the message names it and where its log is."""
 
 

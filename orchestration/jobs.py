@@ -1,11 +1,9 @@
 """Jobs: a prefix of images restored by the cluster, with its state and manifest.
 
-``submit`` lists the input prefix page by page and enqueues the images in
-chord batches (``batch_size`` chains each), so millions of keys never sit in
-memory. Each image is a chain ``detect -> inpaint -> postprocess -> upscale ->
-finish`` (only the stages its ops need); its heavy stages go to one
-``gpu.<i>`` queue, so the models loaded there are reused; the light ones to
-``cpu``. Messages carry keys and a small JSON state, never pixels.
+The key layout of outputs, artifacts and manifests in S3; the job's state in
+Redis (:class:`JobStore`); its status; the manifest written from the batches'
+parts; and which queues the running workers serve. Enqueueing the images is
+``tasks.canvas.submit``.
 
 Job state lives in Redis under ``retouch:job:<id>:*`` (counts, per-image final
 status set once, timestamps). When every batch is done, the job writes its JSON
@@ -19,27 +17,20 @@ import json
 import logging
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterator
 
-from orchestration.plan import Plan
-from orchestration.storage import S3Url, Storage, StorageError, join, overlaps, parse_url
+from orchestration.storage import S3Url, Storage, join, parse_url
+from worker.errors import RetouchError
+from worker.io import EXTENSIONS, SUFFIX, format_name
 
 log = logging.getLogger(__name__)
 
 JOB_DIR = "_retouch/jobs"
 STATUSES = ("ok", "failed", "skipped")
-HEAVY = {"detect", "inpaint", "upscale"}
 ACTIVE = "retouch:jobs:active"
 FINISHED_JOB_TTL = 7 * 24 * 3600  # job state in Redis after the manifest is written (it stays in S3)
-
-
-def image_suffixes() -> dict[str, str]:
-    from worker.io import EXTENSIONS
-
-    return EXTENSIONS
 
 
 # --- key layout -----------------------------------------------------------
@@ -55,13 +46,9 @@ def manifest_key(out: S3Url, job: str) -> str:
 def output_key(src: S3Url, out: S3Url, key: str, fmt: str | None) -> str:
     """The output mirrors the input layout under the output prefix; with a
     ``--format``, the suffix follows the format."""
-    from worker.io import SUFFIX
-
     rel = PurePosixPath(key[len(src.prefix) + 1:] if src.prefix else key)
     if fmt:
-        name = fmt.upper()
-        name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
-        rel = rel.with_suffix(SUFFIX.get(name, ".png"))
+        rel = rel.with_suffix(SUFFIX.get(format_name(fmt), ".png"))
     return join(out.prefix, str(rel))
 
 
@@ -94,7 +81,7 @@ class JobStore:
             job = raw.decode()
             try:
                 st = status(self, job)
-            except KeyError:
+            except UnknownJob:
                 self.redis.srem(ACTIVE, job)
                 continue
             result[job] = {"queued": st.queued, "running": st.running, "ok": st.done, "failed": st.failed,
@@ -209,11 +196,15 @@ class JobStatus:
                 + (f"; manifest {self.manifest}" if self.manifest else ""))
 
 
+class UnknownJob(RetouchError):
+    """No job of that id in Redis (never submitted, or expired)."""
+
+
 def status(store: JobStore, job: str) -> JobStatus:
-    """Raises KeyError if the job is unknown."""
+    """Raises UnknownJob if the job is unknown."""
     meta = store.meta(job)
     if not meta:
-        raise KeyError(f"unknown job {job!r}")
+        raise UnknownJob(f"unknown job {job!r}")
     c = store.counts(job)
     total, running = c.get("total", 0), max(0, c.get("running", 0))
     done, failed, skipped = c.get("ok", 0), c.get("failed", 0), c.get("skipped", 0)
@@ -228,21 +219,12 @@ def status(store: JobStore, job: str) -> JobStatus:
 
 # --- submit ----------------------------------------------------------------
 
-@dataclass
-class Submitted:
-    job: str
-    images: int
-    batches: int
-    queues: list[str]
-
-
 def list_images(storage: Storage, src: S3Url) -> Iterator[dict]:
     """Image objects under ``src`` (known extensions, no hidden segments),
     page by page."""
-    suffixes = image_suffixes()
     for obj in storage.list_objects(src):
         rel = obj["Key"][len(src.prefix) + 1:] if src.prefix else obj["Key"]
-        if PurePosixPath(rel).suffix.lower() not in suffixes:
+        if PurePosixPath(rel).suffix.lower() not in EXTENSIONS:
             continue
         if any(part.startswith(".") for part in rel.split("/")):
             continue
@@ -272,80 +254,6 @@ def gpu_queues(redis, fallback: int) -> list[str]:
     if not names:  # no worker announced yet: route by settings
         return [f"gpu.{i}" for i in range(fallback)]
     return gpus
-
-
-def image_chain(app, state: dict, heavy_queue: str, ops: list[str]):
-    from celery import chain
-
-    from tasks.app import CPU_QUEUE
-
-    names = (["detect", "inpaint", "postprocess"] if "remove-text" in ops else []) + \
-            (["upscale"] if "upscale" in ops else []) + ["finish"]
-    sigs = [app.signature(f"retouch.{n}", queue=heavy_queue if n in HEAVY else CPU_QUEUE) for n in names]
-    sigs[0].args = (state,)
-    return chain(*sigs)
-
-
-def submit(app, storage: Storage, store: JobStore, src_url: str, out_url: str, plan: Plan, *,
-           batch_size: int = 100, queues: list[str] | None = None, force: bool = False,
-           max_pixels: int = 100_000_000, job: str | None = None) -> Submitted:
-    """Enqueue every image under ``src_url``. Raises StorageError if the
-    prefixes overlap (originals are never overwritten) or a URL is invalid."""
-    from celery import chord, group
-
-    from tasks.app import CPU_QUEUE
-
-    src, out = parse_url(src_url), parse_url(out_url)
-    if overlaps(src, out):
-        raise StorageError(f"output {out} overlaps input {src}: originals are never overwritten; "
-                           f"choose a separate output prefix")
-    plan = plan.model_copy(update={"device": "auto"})  # each worker computes on its own device
-    job = job or uuid.uuid4().hex[:12]
-    fingerprint = plan.fingerprint()
-    queues = list(queues) if queues is not None else []
-    heavy = queues or [CPU_QUEUE]
-    store.create(job, {"created": time.time(), "input": str(src), "output": str(out), "plan": plan.model_dump(),
-                       "fingerprint": fingerprint, "sealed": False, "batches": 0, "queues": heavy,
-                       "manifest": None, "finished_at": None})
-    store.add_queued(job, 0)
-    plan_dict = plan.model_dump()
-    n = batches = 0
-    pending: list = []
-
-    def flush():
-        nonlocal batches, pending
-        if not pending:
-            return
-        header = group([image_chain(app, st, q, plan.ops) for st, q in pending])
-        for st, _ in pending:
-            st["batch"] = batches
-        keys = [st["key"] for st, _ in pending]
-        callback = app.signature("retouch.batch_done", args=(job, batches, keys), queue=CPU_QUEUE)
-        store.add_queued(job, len(pending))
-        store.set_meta(job, batches=batches + 1)
-        chord(header)(callback)
-        batches += 1
-        pending = []
-
-    for obj in list_images(storage, src):
-        state = {
-            "job": job, "bucket": src.bucket, "key": obj["Key"], "etag": obj["ETag"], "size": obj["Size"],
-            "out_bucket": out.bucket, "out_key": output_key(src, out, obj["Key"], plan.format),
-            "artifacts": artifact_prefix(out, job, src, obj["Key"]), "plan": plan_dict,
-            "fingerprint": fingerprint, "force": force, "max_pixels": max_pixels, "index": n,
-            "queue": heavy[n % len(heavy)], "status": "pending", "record": {"timings": {}, "decisions": []},
-            "files": {}, "task_seconds": {},
-        }
-        pending.append((state, state["queue"]))
-        n += 1
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    store.set_meta(job, sealed=True, batches=batches, images=n)
-    if store.claim_finalize(job):  # nothing to do, or every batch already finished
-        app.signature("retouch.finalize_job", args=(job,), queue=CPU_QUEUE).apply_async()
-    log.info("job %s: %d images in %d batches over %s", job, n, batches, ", ".join(heavy))
-    return Submitted(job, n, batches, heavy)
 
 
 # --- manifest --------------------------------------------------------------

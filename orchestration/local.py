@@ -17,11 +17,14 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from orchestration import steps
-from orchestration.plan import Plan
-from worker import __version__
-from worker.io import (EXTENSIONS, SUFFIX, Image, ImageError, decode, decode_map, encode, encode_map)
-from worker.models.cache import ModelCache
+from worker.errors import RetouchError
+from worker.files import atomic_write
+from worker.io import EXTENSIONS, SUFFIX, Image, decode, decode_map, encode, encode_map, format_name
+from worker.pipeline import graph
+from worker.pipeline.artifacts import IMAGE, PIXELS, Pixels
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.plan import Plan
+from worker.pipeline.record import Context, build_record
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +39,18 @@ class Restored:
 
 def restore(img: Image, plan: Plan, cache: ModelCache, user_mask: np.ndarray | None = None,
             metrics=None, job: str | None = None) -> Restored:
-    """Apply the plan's ops to one image. Returns the output image (metadata kept)
-    and the record: ops, decisions with reasons, seed, timings, mask stats."""
-    ctx = steps.Context(image=img.name, job=job, metrics=metrics)
-    rgb, alpha = img.rgb, img.alpha
-    confidence = mask = None
-    if "remove-text" in plan.ops:
-        detection = steps.detect(rgb, plan, cache, ctx, user_mask)
-        filled, alpha, decision = steps.inpaint(rgb, alpha, detection, plan, ctx)
-        if decision.variant != "none":
-            rgb = steps.postprocess(rgb, filled, detection, ctx)
-        confidence, mask = detection.confidence, detection.soft
-    if "upscale" in plan.ops:
-        rgb, alpha, _ = steps.upscale(rgb, alpha, plan, cache, ctx)
-    return Restored(img.with_pixels(rgb, alpha), build_record(img, plan, ctx.record), confidence, mask)
-
-
-def build_record(img: Image, plan: Plan, fragments: dict) -> dict:
-    """The per-image record from the steps' fragments (``Context.record``);
-    shared with the Celery tasks so both runs describe an image the same way."""
-    return {
-        "software": {"name": "retouch", "version": __version__},
-        "ops": plan.ops,
-        "seed": plan.seed,
-        "fingerprint": plan.fingerprint(),
-        "plan": plan.model_dump(),
-        **fragments,
-        "variants": {d["stage"]: d["variant"] for d in fragments["decisions"]},
-        "input": {"name": img.name, "width": img.size[0], "height": img.size[1], "format": img.format,
-                  "bit_depth": img.bit_depth, "alpha": img.alpha is not None, "icc": img.icc_profile is not None},
-    }
+    """Run the plan's stages (``worker.pipeline.graph``) on one image. Returns
+    the output image (metadata kept) and the record: ops, decisions with
+    reasons, seed, timings, mask stats."""
+    ctx = Context(image=img.name, job=job, metrics=metrics)
+    arts = {IMAGE: img, PIXELS: Pixels(img.rgb, img.alpha)}
+    if user_mask is not None:
+        arts["user_mask"] = user_mask
+    for stage in graph.stages_for(plan):
+        graph.run_stage(stage, arts, plan, cache, ctx)
+    out = arts[PIXELS]
+    return Restored(img.with_pixels(out.rgb, out.alpha), build_record(img, plan, ctx.trace),
+                    arts.get("confidence"), arts.get("mask"))
 
 
 def sha256(data: bytes) -> str:
@@ -119,8 +104,7 @@ def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> list[t
 
 def output_paths(source: Path, root: Path, out_dir: Path, fmt: str | None, src_format: str | None) -> dict[str, Path]:
     rel = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
-    target_format = (fmt or src_format or "PNG").upper()
-    target_format = {"JPG": "JPEG", "TIF": "TIFF"}.get(target_format, target_format)
+    target_format = format_name(fmt or src_format or "PNG")
     base = out_dir / rel.parent
     suffix = source.suffix if not fmt and source.suffix.lower() in EXTENSIONS else SUFFIX.get(target_format, ".png")
     return {
@@ -162,7 +146,7 @@ def process_file(source: Path, root: Path, out_dir: Path, plan: Plan, cache: Mod
             user_mask = decode_map(mask_file.read_bytes(), str(mask_file))
         restored = restore(img, plan, cache, user_mask, metrics=metrics)
         out_bytes = encode(restored.image, plan.format, plan.quality)
-    except (ImageError, ValueError) as exc:
+    except RetouchError as exc:
         return Outcome(source, "failed", error=str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}",
                        seconds=time.perf_counter() - start)
     except Exception as exc:  # a bug or model failure on one image must not stop the batch
@@ -171,18 +155,18 @@ def process_file(source: Path, root: Path, out_dir: Path, plan: Plan, cache: Mod
                        seconds=time.perf_counter() - start)
 
     paths["output"].parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(paths["output"], out_bytes)
+    atomic_write(paths["output"], out_bytes)
     record = restored.record
     record["input"].update({"path": str(source), "sha256": input_sha})
     record["output"] = {"path": str(paths["output"]), "sha256": sha256(out_bytes),
                         "width": restored.image.size[0], "height": restored.image.size[1],
-                        "format": (plan.format or img.format).upper()}
+                        "format": format_name(plan.format or img.format)}
     if save_masks and restored.confidence is not None:
-        _atomic_write(paths["confidence"], encode_map(restored.confidence))
-        _atomic_write(paths["mask"], encode_map(restored.mask))
+        atomic_write(paths["confidence"], encode_map(restored.confidence))
+        atomic_write(paths["mask"], encode_map(restored.mask))
         record["artifacts"] = {"confidence": str(paths["confidence"]), "mask": str(paths["mask"])}
     record["timings"]["total"] = round(time.perf_counter() - start, 4)
-    _atomic_write(paths["sidecar"], json.dumps(record, indent=2, default=_json_default).encode())
+    atomic_write(paths["sidecar"], json.dumps(record, indent=2, default=_json_default).encode())
     return Outcome(source, "ok", paths["output"], seconds=time.perf_counter() - start)
 
 
@@ -190,12 +174,6 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON-able: {type(value).__name__}")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: ModelCache, *,

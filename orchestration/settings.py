@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.errors import RetouchError, one_line
+from worker.models.store import default_model_dir
 
-def default_model_dir() -> str:
-    return str(Path.home() / ".cache" / "retouch" / "models")
+
+class SettingsError(RetouchError):
+    """Settings (environment, settings file, flags) that do not validate."""
 
 
 def default_state_dir() -> str:
@@ -31,7 +34,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(100_000_000, description="refuse images with more pixels (decompression bombs)")
     device: str = Field("auto", description="auto | cpu | cuda:N")
 
-    # --- cluster: broker, result backend, storage (see docs/readme-cluster.md) ---
+    # --- cluster: broker, result backend, storage (see docs/cluster.md) ---
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and job state (Redis)")
     result_backend: str | None = Field(None, description="Celery result backend (default: redis_url)")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333 "
@@ -83,5 +86,9 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    """Settings from env and file, with explicit (CLI) overrides that are not None."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from env and file, with explicit (CLI) overrides that are not None.
+    Raises SettingsError with one line naming the bad values."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {one_line(exc)}") from None

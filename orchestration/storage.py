@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from orchestration.settings import Settings, load_settings
+from worker.errors import RetouchError
+
 log = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024          # S3's limit on a key, UTF-8 encoded
@@ -35,7 +38,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class StorageError(ValueError):
+class StorageError(RetouchError):
     """A bad URL, key or metadata, or a refused write; the message names the value."""
 
 
@@ -304,7 +307,5 @@ def open_storage(url: str, settings=None) -> BucketReader:
     """A reader for the bucket of ``s3://bucket/prefix`` (settings from the
     environment unless given)."""
     if settings is None:
-        from orchestration.settings import load_settings
-
         settings = load_settings()
     return BucketReader(Storage.from_settings(settings), parse_url(url).bucket)

@@ -1,4 +1,5 @@
-"""The one Celery app of retouch and its configuration.
+"""The Celery app of retouch and its configuration, built from settings by
+whoever needs it (the worker entry point, ``retouch submit``), never at import.
 
 JSON is the only serializer (no pickle anywhere); Redis is the broker and the
 result backend. Tasks are acknowledged late and rejected when their worker is
@@ -17,12 +18,12 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 
 from monitoring import celery_signals
-from orchestration.settings import Settings, load_settings
+from orchestration.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CPU_QUEUE = "cpu"
-TASK_MODULES = ["tasks.pipeline"]
+TASK_MODULES = ["tasks.pipeline"]   # shared tasks: they bind to the app that loads them
 
 
 class JobResultBackend(RedisBackend):
@@ -42,7 +43,7 @@ class JobResultBackend(RedisBackend):
 
 
 def config(settings: Settings) -> dict:
-    """Celery settings derived from retouch settings (see docs/readme-cluster.md)."""
+    """Celery settings derived from retouch settings (see docs/cluster.md)."""
     transport = {
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": settings.unacked_restore_interval,
@@ -78,15 +79,14 @@ def _backend_url(url: str) -> str:
     return url
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    settings = settings or load_settings()
+def make_app(settings: Settings) -> Celery:
+    """The app for these settings, set as the current app (its tasks are the
+    shared tasks of ``TASK_MODULES``)."""
     if settings.visibility_timeout <= settings.task_time_limit:
         log.warning("visibility_timeout (%ss) should exceed task_time_limit (%ss): a long task would be "
                     "delivered twice", settings.visibility_timeout, settings.task_time_limit)
     celery = Celery("retouch", include=TASK_MODULES)
     celery.conf.update(config(settings))
     celery_signals.connect(celery)  # in-flight, retries, redeliveries flagged by kombu
+    celery.set_current()
     return celery
-
-
-app = make_app()

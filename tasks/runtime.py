@@ -2,14 +2,21 @@
 ``ModelCache`` (models load once per process) and the metrics observer.
 
 Built lazily in the process that runs tasks (after a prefork fork, in the
-child), never at import. ``configure`` is called by the worker entry point
-(``tasks.worker``) before the worker starts."""
+child), never at import, from the settings the worker entry point
+(``tasks.worker``) passed to :func:`configure`."""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass, field
+
+import redis
+
+from monitoring.metrics import Metrics, process_metrics
+from orchestration.settings import Settings, load_settings
+from orchestration.storage import Storage
+from worker.pipeline.cache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -23,23 +30,23 @@ class WorkerOptions:
 
 @dataclass
 class Runtime:
-    settings: object
-    storage: object
-    redis: object
-    cache: object
-    metrics: object
+    settings: Settings
+    storage: Storage
+    redis: redis.Redis
+    cache: ModelCache
+    metrics: Metrics
     options: WorkerOptions = field(default_factory=WorkerOptions)
 
 
+_settings: Settings | None = None
 _options = WorkerOptions()
 _runtime: Runtime | None = None
 _pid: int | None = None
 
 
-def configure(options: WorkerOptions) -> None:
-    global _options, _runtime
-    _options = options
-    _runtime = None
+def configure(settings: Settings, options: WorkerOptions) -> None:
+    global _settings, _options, _runtime
+    _settings, _options, _runtime = settings, options, None
 
 
 def options() -> WorkerOptions:
@@ -47,29 +54,16 @@ def options() -> WorkerOptions:
 
 
 def runtime() -> Runtime:
-    """This process's runtime (rebuilt after a fork)."""
-    global _runtime, _pid
+    """This process's runtime (rebuilt after a fork). Without :func:`configure`
+    (a worker started by plain ``celery worker``), settings are read once here."""
+    global _runtime, _pid, _settings
     if _runtime is None or _pid != os.getpid():
-        import redis
-
-        from orchestration.settings import load_settings
-        from orchestration.storage import Storage
-        from worker.models.cache import ModelCache
-
-        settings = load_settings()
+        settings = _settings = _settings or load_settings()
         metrics = process_metrics()
         device = _options.device if _options.device != "auto" else settings.device
-        cache = ModelCache(device=device, model_dir=settings.model_dir,
-                           on_load=(metrics.model_loaded if metrics is not None else None))
+        cache = ModelCache(device=device, model_dir=settings.model_dir, on_load=metrics.model_loaded)
         _runtime = Runtime(settings, Storage.from_settings(settings), redis.Redis.from_url(settings.redis_url),
                            cache, metrics, _options)
         _pid = os.getpid()
         log.info("worker runtime ready (pid %s, device %s)", _pid, device)
     return _runtime
-
-
-def process_metrics():
-    """The per-process metrics instance (multiprocess-aware, see monitoring.metrics)."""
-    from monitoring.metrics import process_metrics as _process_metrics
-
-    return _process_metrics()

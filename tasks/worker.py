@@ -3,12 +3,18 @@
 Started by ``retouch worker`` (its supervisor), one per GPU with
 ``CUDA_VISIBLE_DEVICES`` set, or one for the cpu queue. GPU workers use the
 solo pool: CUDA and fork do not mix, and one process keeps one model cache,
-so models load once; time limits are then enforced by ``tasks.limits``."""
+so models load once; time limits are then enforced by ``tasks.limits``.
+Settings are read here, once, and the Celery app is built from them."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from monitoring.logs import configure_logging
+from orchestration.settings import load_settings
+from tasks import runtime
+from tasks.app import make_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,14 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
 
-    from monitoring.logs import configure_logging
-    from tasks import runtime
-
     configure_logging(args.loglevel, decisions=True)
-    runtime.configure(runtime.WorkerOptions(device=args.device, enforce_limits=args.pool != "prefork",
-                                            hostname=args.hostname))
-    from tasks.app import app
-
+    settings = load_settings()
+    runtime.configure(settings, runtime.WorkerOptions(device=args.device, enforce_limits=args.pool != "prefork",
+                                                      hostname=args.hostname))
+    app = make_app(settings)
     app.worker_main(["worker", "-Q", args.queues, "-P", args.pool, "-c", str(args.concurrency),
                      "-n", args.hostname, "-l", args.loglevel, "--without-gossip", "--without-mingle"])
     return 0

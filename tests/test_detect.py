@@ -8,11 +8,12 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
 from orchestration.local import restore
-from orchestration.plan import Plan
+from worker.pipeline.plan import Plan
 from worker import stages
 from worker.io import Image
 from worker.mask import MaskParams
-from worker.models.cache import ModelCache
+from worker.pipeline.cache import ModelCache
+from worker.errors import RetouchError
 
 
 def test_confidence_map_is_full_resolution_probability(detector, overlaid):
@@ -105,7 +106,7 @@ def test_user_mask_replaces_detection(overlaid):
 
     det = stages.detect(degraded, NoDetector(), MaskParams(), user_mask=truth.astype(np.float32))
     assert det.stats["source"] == "user" and det.core[truth].all()
-    with pytest.raises(ValueError, match="mask is"):
+    with pytest.raises(RetouchError, match="mask is"):
         stages.detect(degraded, NoDetector(), MaskParams(), user_mask=np.zeros((5, 5), np.float32))
 
 

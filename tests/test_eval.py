@@ -19,6 +19,7 @@ from orchestration.evaluate.runner import INPUT, resolve_variants
 from orchestration.evaluate.suite import EvalConfig, run_suite
 from tests.conftest import photo
 from worker import inpaint
+from orchestration.evaluate.dataset import EvalError
 
 TABLES = ("results.json", "summary.csv", "images.csv", "cases.csv")
 
@@ -34,7 +35,7 @@ def _meanfill(rgb: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
 def meanfill():
     inpaint.register("meanfill", _meanfill, "test only: fill with the mean colour")
     yield "meanfill"
-    inpaint._REGISTRY.pop("meanfill", None)
+    inpaint.VARIANTS.remove("meanfill")
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +62,14 @@ def test_cases_are_reproducible_and_seeded():
     # a subset of kinds gives the same cases as in the full set
     logos = dataset.build_cases(photos, ["remove-text"], seed=5, kinds=["logo"])
     assert np.array_equal(logos[0].degraded, next(c for c in one if c.id == logos[0].id).degraded)
-    with pytest.raises(ValueError, match="unknown degradation"):
+    with pytest.raises(EvalError, match="unknown degradation"):
         dataset.build_cases(photos, ["remove-text"], seed=5, kinds=["smudge"])
 
 
 def test_variant_names_are_checked():
     assert resolve_variants(["telea", "lanczos", "auto"], ["remove-text", "upscale"]) == \
         {"remove-text": ["telea", "auto"], "upscale": ["lanczos", "auto"]}
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(EvalError, match="unknown variant"):
         resolve_variants(["nope"], ["remove-text"])
 
 

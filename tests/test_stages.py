@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import photo
-from orchestration.plan import Plan
-from orchestration.select import choose_inpaint, choose_upscale, ring_texture
+from worker.pipeline.plan import Plan
+from worker.pipeline.select import choose_inpaint, choose_upscale, ring_texture
 from worker import inpaint, stages, upscale
 from worker.postprocess import colour_continuity, postprocess, seam_error
+from worker.errors import PlanError
+from worker.registry import UnknownVariantError
 
 
 def _square_mask(h=128, w=128, box=(50, 70, 40, 90)):
@@ -72,9 +74,9 @@ def test_classical_upscalers_sizes(variant, scale):
 
 
 def test_unknown_variants_name_the_choices():
-    with pytest.raises(KeyError, match="available: .*telea"):
+    with pytest.raises(UnknownVariantError, match="available: .*telea"):
         inpaint.get("nope")
-    with pytest.raises(KeyError, match="available: .*lanczos"):
+    with pytest.raises(UnknownVariantError, match="available: .*lanczos"):
         upscale.create("nope")
 
 
@@ -112,7 +114,7 @@ def test_selection_rules_and_overrides():
     assert (named.variant, named.rule) == ("ns", "user")
     forensic = choose_upscale(Plan(no_hallucination=True), photo("rocket")[:32, :32])
     assert (forensic.variant, forensic.rule) == ("lanczos", "forensic")
-    with pytest.raises(ValueError, match="no-hallucination"):
+    with pytest.raises(PlanError, match="no-hallucination"):
         choose_upscale(Plan(no_hallucination=True, upscale="realesrgan-x4plus"), photo("rocket")[:32, :32])
 
 

@@ -26,6 +26,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
+from orchestration.bench.pipeline import machine
+from orchestration.cluster import start_redis, start_s3
+from orchestration.jobs import JobStore, read_manifest, status
+from orchestration.local import restore
+from orchestration.settings import load_settings
+from orchestration.storage import Storage
+from tasks.app import make_app
+from tasks.canvas import submit
+from worker.degrade import legible, overlay_text, random_text_specs
+from worker.io import decode, encode
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.plan import Plan
+
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +62,6 @@ def make_images(n: int, size: int, seed: int = 0) -> dict[str, bytes]:
     import skimage.data
     from PIL import Image as PILImage
 
-    from worker.degrade import legible, overlay_text, random_text_specs
-
     sources = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket(),
                skimage.data.stereo_motorcycle()[0]]
     rng = np.random.default_rng(seed)
@@ -66,9 +79,6 @@ def make_images(n: int, size: int, seed: int = 0) -> dict[str, bytes]:
 
 def in_process(images: dict[str, bytes], plan, cache) -> float:
     """Seconds for decode + restore + encode of every image, in this process."""
-    from orchestration.local import restore
-    from worker.io import decode, encode
-
     start = time.perf_counter()
     for name, data in images.items():
         restored = restore(decode(data, name), plan, cache)
@@ -79,8 +89,6 @@ def in_process(images: dict[str, bytes], plan, cache) -> float:
 def distributed(app, storage, store, bucket: str, prefix: str, out: str, plan,
                 timeout: float = 1800) -> tuple[float, list]:
     """Seconds from submit to the manifest, and the manifest lines."""
-    from orchestration.jobs import read_manifest, status, submit
-
     start = time.perf_counter()
     job = submit(app, storage, store, f"s3://{bucket}/{prefix}", f"s3://{bucket}/{out}", plan, queues=[]).job
     deadline = time.monotonic() + timeout
@@ -93,11 +101,6 @@ def distributed(app, storage, store, bucket: str, prefix: str, out: str, plan,
 
 
 def run(args) -> int:
-    from orchestration.bench.pipeline import machine
-    from orchestration.cluster import start_redis, start_s3
-    from orchestration.plan import Plan
-    from worker.models.cache import ModelCache
-
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     plan = Plan(ops=ops, inpaint=args.inpaint, upscale=args.upscale, scale=args.scale, device="auto")
     images = make_images(args.images, args.size)
@@ -112,13 +115,6 @@ def run(args) -> int:
     worker = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "worker", "--cpu"], env=env,
                               stdout=(tmp / "worker.log").open("wb"), stderr=subprocess.STDOUT)
     try:
-        import redis
-
-        from orchestration.jobs import JobStore
-        from orchestration.settings import load_settings
-        from orchestration.storage import Storage
-        from tasks.app import make_app
-
         settings = load_settings()
         app = make_app(settings)
         storage = Storage.from_settings(settings)

@@ -16,6 +16,11 @@ import statistics
 import time
 from pathlib import Path
 
+from orchestration.local import restore
+from worker.io import read_image
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.plan import Plan
+
 log = logging.getLogger(__name__)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -68,11 +73,6 @@ def machine(device: str = "cpu") -> dict:
 
 
 def run(args) -> int:
-    from orchestration.local import restore
-    from orchestration.plan import Plan
-    from worker.io import read_image
-    from worker.models.cache import ModelCache
-
     paths = args.images or sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     plan = Plan(ops=ops, inpaint=args.inpaint, upscale=args.upscale, scale=args.scale, device=args.device)

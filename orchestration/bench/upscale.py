@@ -22,6 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from orchestration.bench.pipeline import machine
+from orchestration.settings import load_settings
+from worker import upscale
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("realesr-animevideov3,realesr-animevideov3-x4-ncnn,"
@@ -63,8 +67,6 @@ def measure(variant: str, size: int, scale: float, repeats: int, device: str, ti
 
     import torch
 
-    from worker import upscale
-
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     image = _photo(size)
@@ -91,9 +93,6 @@ def measure(variant: str, size: int, scale: float, repeats: int, device: str, ti
 
 
 def run(args) -> int:
-    from orchestration.bench.pipeline import machine
-    from orchestration.settings import load_settings
-
     model_dir = load_settings(model_dir=args.model_dir).model_dir
     if args.memory:
         args.size, args.repeats = 2000, 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from worker.pipeline.plan import Plan, make_plan
+
 
 def add_plan_arguments(p) -> None:
     """The pipeline flags of `retouch run` and `retouch submit` (one definition, so
@@ -19,3 +21,13 @@ def add_plan_arguments(p) -> None:
                    help="forensic mode: never use a learned upscaler (Lanczos unless --upscale bicubic)")
     p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+
+
+def plan_from_args(args, model_dir: str | None = None, device: str = "auto") -> Plan:
+    """The Plan the flags describe; raises PlanError (one line) on bad values
+    or a variant no registry knows."""
+    return make_plan(model_dir, ops=[o.strip() for o in args.ops.split(",") if o.strip()], scale=args.scale,
+                     mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
+                     mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
+                     no_hallucination=args.no_hallucination, format=args.format, quality=args.quality,
+                     device=device)

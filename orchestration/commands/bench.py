@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import orchestration.bench
+
 
 def benchmark_names() -> list[str]:
     """Every module in ``orchestration.bench`` (pipeline first)."""
-    import orchestration.bench as package
-
-    found = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+    found = sorted(m.name for m in pkgutil.iter_modules(orchestration.bench.__path__) if not m.name.startswith("_"))
     return sorted(found, key=lambda n: n != "pipeline")
 
 

@@ -3,8 +3,12 @@ distributed pipeline (Redis, SeaweedFS S3, one worker)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+from orchestration.cluster import ClusterError, cluster_down, cluster_up
+from orchestration.settings import load_settings
 
 DESCRIPTION = """up: start redis-server, an S3-compatible server (SeaweedFS `weed mini`) and one
 `retouch worker --cpu`, all on 127.0.0.1, and print the endpoints. S3 credentials come
@@ -25,12 +29,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import os
-
-    from orchestration.cluster import ClusterError, cluster_down, cluster_up
-    from orchestration.commands._settings import cluster_settings
-
-    state_dir = args.state_dir or Path(cluster_settings("cluster").state_dir)
+    state_dir = args.state_dir or Path(load_settings().state_dir)
     if args.action == "down":
         stopped = cluster_down(state_dir)
         print(f"retouch cluster: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")
@@ -38,7 +37,7 @@ def run(args) -> int:
     try:
         endpoints = cluster_up(state_dir, args.redis_port, args.s3_port, os.environ.get("AWS_ACCESS_KEY_ID"),
                                os.environ.get("AWS_SECRET_ACCESS_KEY"), worker=not args.no_worker)
-    except ClusterError as exc:
+    except ClusterError as exc:  # exit 1: the servers, not the command line, are the problem
         print(f"retouch cluster: {exc}", file=sys.stderr)
         return 1
     print(f"redis: {endpoints['redis']}")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from orchestration.evaluate.runner import INPUT
+from orchestration.evaluate.suite import EvalConfig, run_suite
+from orchestration.settings import load_settings
+
 log = logging.getLogger(__name__)
 
 
@@ -44,21 +48,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from orchestration.evaluate.runner import INPUT
-    from orchestration.evaluate.suite import EvalConfig, run_suite
-    from orchestration.settings import load_settings
-    from worker.quality.lpips import LPIPSWeightsMissing
-
     settings = load_settings(model_dir=args.model_dir, device=args.device)
     config = EvalConfig(dataset=args.dataset, ops=args.ops, variants=args.variants, seed=args.seed,
                         kinds=args.kinds, jpeg=args.jpeg, max_side=args.max_side, max_pixels=settings.max_pixels,
                         model_dir=settings.model_dir, device="cpu" if settings.device == "auto" else settings.device,
                         lpips=not args.no_lpips, max_visuals=args.max_visuals, mask=args.mask)
-    try:
-        result = run_suite(config, args.out)
-    except (ValueError, LPIPSWeightsMissing) as exc:
-        sys.stderr.write(f"retouch eval: {exc}\n")
-        return 2
+    result = run_suite(config, args.out)
     out = sys.stdout
     for op in sorted({e["op"] for e in result.summary}):
         entries = [e for e in result.summary if e["op"] == op]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from orchestration.settings import load_settings
+from worker.models.store import ModelFileMissing, ModelStoreError, open_store
+from worker.upscale.spandrel_models import add_model
+
 DESCRIPTION = """List the model store (name, task, backend, architecture, scale, licence, file,
 checksum status), add a bring-your-own upscaler (any .safetensors/.pth model spandrel
 recognises: ESRGAN, SwinIR, HAT, DAT, ...), or verify every checksum. Built-in
@@ -28,8 +32,6 @@ def register(sub) -> None:
 
 
 def _status(store, entry: dict, verify: bool) -> str:
-    from worker.models.store import ModelStoreError
-
     if entry.get("registered") is False:
         return "unregistered (no checksum)"
     if not verify:
@@ -39,24 +41,17 @@ def _status(store, entry: dict, verify: bool) -> str:
         for f in files:
             store.verify(store.directory / f["file"], f["sha256"])
     except ModelStoreError as exc:
-        return "MISSING" if isinstance(exc, FileNotFoundError) else "CHECKSUM MISMATCH"
+        return "MISSING" if isinstance(exc, ModelFileMissing) else "CHECKSUM MISMATCH"
     return "ok"
 
 
 def run(args) -> int:
-    from orchestration.settings import load_settings
-    from worker.models.store import open_store
-
     model_dir = load_settings(model_dir=args.model_dir).model_dir
     store = open_store(model_dir)
     if args.action == "add":
-        from worker.upscale.spandrel_models import UnsupportedUpscalerError, add_model
-
-        try:
-            entry = add_model(model_dir, args.file, args.name, args.licence, args.source)
-        except (UnsupportedUpscalerError, FileNotFoundError) as exc:
-            print(f"error: {exc}")
-            return 1
+        if not args.file.is_file():
+            raise ModelStoreError(f"{args.file}: no such file")
+        entry = add_model(model_dir, args.file, args.name, args.licence, args.source)
         print(f"added {entry['name']}: {entry['architecture']} x{entry['scale']}, sha256 {entry['sha256'][:12]}, "
               f"{entry['path']}")
         return 0

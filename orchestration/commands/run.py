@@ -7,9 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry
+from tqdm import tqdm
 
-from orchestration.commands._plan import add_plan_arguments
+from monitoring.logs import DECISION_LOGGER, JsonFormatter
+from monitoring.metrics import Metrics, start_metrics_server
+from orchestration.commands._plan import add_plan_arguments, plan_from_args
+from orchestration.local import discover, run_batch
+from orchestration.settings import load_settings
+from worker.pipeline.cache import ModelCache
 
 DESCRIPTION = """Restore images in-process: detect text and watermarks, inpaint them, post-process the
 seams, upscale. Writes, per image, the output, a JSON sidecar (<output>.json) and, with
@@ -41,26 +47,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from orchestration.local import discover, run_batch
-    from orchestration.plan import Plan
-    from orchestration.settings import load_settings
-    from worker import inpaint, upscale
-    from worker.models.cache import ModelCache
-
     settings = load_settings(max_pixels=args.max_pixels, device=args.device)
-    try:
-        plan = Plan(ops=[o.strip() for o in args.ops.split(",") if o.strip()], scale=args.scale,
-                    mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
-                    mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
-                    no_hallucination=args.no_hallucination, format=args.format, quality=args.quality,
-                    device=settings.device)
-        if plan.inpaint != "auto":
-            inpaint.get(plan.inpaint)
-        if plan.upscale != "auto":
-            upscale.variant_info(plan.upscale, upscale.UpscaleOptions(model_dir=settings.model_dir))
-    except (ValidationError, KeyError, ValueError) as exc:
-        print(f"retouch run: {_one_line(exc)}", file=sys.stderr)
-        return 2
+    plan = plan_from_args(args, settings.model_dir, settings.device)
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
         print(f"retouch run: {p}: no such file or folder", file=sys.stderr)
@@ -72,8 +60,6 @@ def run(args) -> int:
                        on_load=(metrics.model_loaded if metrics is not None else None))
     bar = None
     if not args.no_progress and files:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(files), unit="img", desc="retouch", file=sys.stderr, dynamic_ncols=True)
     start = time.perf_counter()
 
@@ -101,16 +87,8 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return str(exc).splitlines()[0]
-
-
 def _log_decisions_to(path: Path) -> None:
     """Every model-selection decision also goes to a JSON Lines file in the output folder."""
-    from monitoring.logs import DECISION_LOGGER, JsonFormatter
-
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonFormatter())
@@ -124,10 +102,6 @@ def _metrics(args):
     """(Metrics on a fresh registry, its HTTP server or None), or (None, None) without metrics flags."""
     if not args.metrics_textfile and args.metrics_port is None:
         return None, None
-    from prometheus_client import CollectorRegistry
-
-    from monitoring.metrics import Metrics, start_metrics_server
-
     metrics, server = Metrics(registry=CollectorRegistry()), None
     if args.metrics_port is not None:
         server = start_metrics_server(args.metrics_port, args.metrics_addr, registry=metrics.registry)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
+from dataclasses import asdict
+
+import redis
+
+from orchestration.jobs import JobStore, status
+from orchestration.settings import load_settings
 
 
 def register(sub) -> None:
@@ -16,17 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import redis
-    from dataclasses import asdict
-
-    from orchestration.jobs import JobStore, status
-    from orchestration.commands._settings import cluster_settings
-
-    store = JobStore(redis.Redis.from_url(cluster_settings("status").redis_url))
-    try:
-        st = status(store, args.job)
-    except KeyError as exc:
-        print(f"retouch status: {exc.args[0]}", file=sys.stderr)
-        return 2
+    store = JobStore(redis.Redis.from_url(load_settings().redis_url))
+    st = status(store, args.job)
     print(json.dumps(asdict(st), indent=2) if args.json else st.line())
     return 0

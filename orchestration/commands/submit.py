@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from pydantic import ValidationError
+import redis
 
-from orchestration.commands._plan import add_plan_arguments
+from orchestration.commands._plan import add_plan_arguments, plan_from_args
+from orchestration.commands.watch import follow
+from orchestration.jobs import JobStore, gpu_queues
+from orchestration.settings import SettingsError, load_settings
+from orchestration.storage import Storage
+from tasks.app import make_app
+from tasks.canvas import submit
 
 DESCRIPTION = """List an s3:// prefix page by page and enqueue its images in batches for the
 cluster workers; print the job id. Outputs mirror the input layout under --out (a
 separate prefix: originals are never overwritten), each with a JSON record next to it;
 the job ends with a JSON Lines manifest under <out>/_retouch/jobs/<job>/. Images whose
 output exists with the same pipeline fingerprint and input are skipped."""
-
-
-def plan_from_args(args):
-    """A Plan from the flags; raises ValueError with one line on bad values."""
-    from orchestration.plan import Plan
-    from worker import inpaint
-
-    try:
-        plan = Plan(ops=[o.strip() for o in args.ops.split(",") if o.strip()], scale=args.scale,
-                    mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
-                    mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
-                    no_hallucination=args.no_hallucination, format=args.format, quality=args.quality)
-        if plan.inpaint != "auto":
-            inpaint.get(plan.inpaint)
-    except ValidationError as exc:
-        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    except KeyError as exc:
-        raise ValueError(str(exc).strip("'\"")) from None
-    return plan
 
 
 def register(sub) -> None:
@@ -50,40 +37,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import redis
-
-    from orchestration.jobs import JobStore, gpu_queues, submit
-    from orchestration.commands._settings import cluster_settings
-    from orchestration.storage import Storage, StorageError
-
-    settings = cluster_settings("submit", max_pixels=args.max_pixels, batch_size=args.batch_size)
-    from tasks.app import make_app
-
-    app = make_app(settings)
-    try:
-        plan = plan_from_args(args)
-    except ValueError as exc:
-        print(f"retouch submit: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(max_pixels=args.max_pixels, batch_size=args.batch_size)
+    plan = plan_from_args(args, settings.model_dir)
     if settings.batch_size < 1:
-        print(f"retouch submit: batch size must be at least 1 but is {settings.batch_size}", file=sys.stderr)
-        return 2
+        raise SettingsError(f"batch size must be at least 1 but is {settings.batch_size}")
+    app = make_app(settings)
     client = redis.Redis.from_url(settings.redis_url)
     queues = ([f"gpu.{i}" for i in range(args.gpu_queues)] if args.gpu_queues is not None
               else gpu_queues(client, settings.gpu_queues))
     store = JobStore(client)
-    try:
-        submitted = submit(app, Storage.from_settings(settings), store, args.source, args.out, plan,
-                           batch_size=settings.batch_size, queues=queues, force=args.force,
-                           max_pixels=settings.max_pixels)
-    except StorageError as exc:
-        print(f"retouch submit: {exc}", file=sys.stderr)
-        return 2
+    submitted = submit(app, Storage.from_settings(settings), store, args.source, args.out, plan,
+                       batch_size=settings.batch_size, queues=queues, force=args.force,
+                       max_pixels=settings.max_pixels)
     print(submitted.job, flush=True)
     print(f"retouch submit: {submitted.images} images in {submitted.batches} batches on "
           f"{', '.join(submitted.queues)}", file=sys.stderr)
     if args.wait:
-        from orchestration.commands.watch import follow
-
         return follow(store, submitted.job, timeout=None)
     return 0

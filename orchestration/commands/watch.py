@@ -5,6 +5,12 @@ from __future__ import annotations
 import sys
 import time
 
+import redis
+from tqdm import tqdm
+
+from orchestration.jobs import JobStore, status
+from orchestration.settings import load_settings
+
 
 def register(sub) -> None:
     p = sub.add_parser("watch", help="follow a job with a live progress bar",
@@ -17,16 +23,8 @@ def register(sub) -> None:
 
 def follow(store, job: str, timeout: float | None, interval: float = 0.5) -> int:
     """Progress bar over finished images; 0 when the job finished without
-    failures, 1 with failures, 2 unknown job, 3 timeout."""
-    from tqdm import tqdm
-
-    from orchestration.jobs import status
-
-    try:
-        st = status(store, job)
-    except KeyError as exc:
-        print(f"retouch watch: {exc.args[0]}", file=sys.stderr)
-        return 2
+    failures, 1 with failures, 3 timeout; raises UnknownJob."""
+    st = status(store, job)
     deadline = time.monotonic() + timeout if timeout else None
     with tqdm(total=st.total or None, unit="img", desc=f"job {job}", file=sys.stderr, dynamic_ncols=True) as bar:
         while True:
@@ -46,10 +44,5 @@ def follow(store, job: str, timeout: float | None, interval: float = 0.5) -> int
 
 
 def run(args) -> int:
-    import redis
-
-    from orchestration.jobs import JobStore
-    from orchestration.commands._settings import cluster_settings
-
-    store = JobStore(redis.Redis.from_url(cluster_settings("watch").redis_url))
+    store = JobStore(redis.Redis.from_url(load_settings().redis_url))
     return follow(store, args.job, args.timeout, args.interval)

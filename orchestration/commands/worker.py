@@ -5,8 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
+import socket
 import time
+
+import redis
+
+from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
+from orchestration.cluster import Supervisor, worker_specs
+from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues
+from orchestration.settings import SettingsError, load_settings
+from tasks.app import config
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +23,7 @@ DESCRIPTION = """Start Celery workers for the retouch cluster and keep them runn
 consuming queue gpu.<i>, models loaded once per process) plus one for the cpu queue
 (light stages, job summaries). --cpu (no GPU) starts one worker serving everything.
 A worker that dies is restarted; its unfinished task is redelivered. Broker, storage
-and limits come from RETOUCH_* settings (see docs/readme-cluster.md)."""
+and limits come from RETOUCH_* settings (see docs/cluster.md)."""
 
 
 def register(sub) -> None:
@@ -35,26 +43,19 @@ def register(sub) -> None:
 
 
 def parse_gpus(text: str) -> list[int]:
+    """Raises SettingsError naming the value."""
     try:
         gpus = [int(g) for g in text.split(",") if g.strip()]
     except ValueError:
-        raise ValueError(f"--gpus must be comma-separated integers, e.g. 0,1, but is {text!r}") from None
+        raise SettingsError(f"--gpus must be comma-separated integers, e.g. 0,1, but is {text!r}") from None
     if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
-        raise ValueError(f"--gpus must list distinct non-negative GPU indices but is {text!r}")
+        raise SettingsError(f"--gpus must list distinct non-negative GPU indices but is {text!r}")
     return gpus
 
 
 def run(args) -> int:
-    from orchestration.cluster import Supervisor, worker_specs
-    from orchestration.commands._settings import cluster_settings
-
-    settings = cluster_settings("worker", simulate_gpus=args.simulate_gpus,
-                                cpu_concurrency=args.cpu_concurrency)
-    try:
-        gpus = parse_gpus(args.gpus) if args.gpus else None
-    except ValueError as exc:
-        print(f"retouch worker: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(simulate_gpus=args.simulate_gpus, cpu_concurrency=args.cpu_concurrency)
+    gpus = parse_gpus(args.gpus) if args.gpus else None
     specs = worker_specs(gpus, settings.cpu_concurrency, settings.simulate_gpus)
     on_exit = None
     if args.metrics_port:
@@ -83,17 +84,11 @@ class _Announcer:
     """Tells `retouch submit` which queues this machine serves (a Redis key with a TTL)."""
 
     def __init__(self, redis_url: str, tag: str, queues: list[str], every: float = 10.0):
-        import socket
-
-        import redis
-
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.name = f"{socket.gethostname()}.{tag}"
         self.queues, self.every, self.last = queues, every, 0.0
 
     def maybe_announce(self) -> None:
-        from orchestration.jobs import announce_queues
-
         if time.monotonic() - self.last < self.every:
             return
         try:
@@ -104,8 +99,6 @@ class _Announcer:
             self.last = time.monotonic()
 
     def withdraw(self) -> None:
-        from orchestration.jobs import QUEUES_KEY
-
         try:
             self.redis.delete(QUEUES_KEY + self.name)
         except Exception as exc:  # the key expires by itself
@@ -115,12 +108,6 @@ class _Announcer:
 def _start_metrics(args, settings, specs):
     """Multiprocess Prometheus metrics: the parent prepares the shared
     directory before starting the children and serves the merged view."""
-    import redis
-
-    from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
-    from orchestration.jobs import JobStore
-    from tasks.app import config
-
     # A fixed directory per port, wiped of the previous run's files here, so
     # restarts neither leak temp folders nor resurrect dead processes' counts.
     path = settings.metrics_dir or os.path.join(settings.state_dir, f"metrics-{args.metrics_port}")

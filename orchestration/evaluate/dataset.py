@@ -16,9 +16,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from orchestration.local import discover
+from orchestration.storage import open_storage
 from worker import degrade
+from worker.errors import RetouchError
+from worker.io import EXTENSIONS, decode, read_image
 
 log = logging.getLogger(__name__)
+
+class EvalError(RetouchError):
+    """A dataset, degradation or variant the evaluation cannot use."""
+
 
 BUNDLED = "bundled"
 # scikit-image's bundled colour photos (no download; licences in skimage/data/README.txt)
@@ -78,46 +86,34 @@ def bundled_photos(max_side: int) -> list[Photo]:
 
 
 def folder_photos(root: Path, max_side: int, max_pixels: int) -> list[Photo]:
-    """Every image under ``root`` (recursively, sorted). Raises ValueError if there is none."""
-    from orchestration.local import discover
-    from worker.io import read_image
-
+    """Every image under ``root`` (recursively, sorted). Raises EvalError if there is none."""
     files = discover([root])
     if not files:
-        raise ValueError(f"{root}: no images found")
+        raise EvalError(f"{root}: no images found")
     return [Photo(str(path.relative_to(base)), _fit(read_image(path, max_pixels).rgb, max_side))
             for path, base in files]
 
 
 def s3_photos(url: str, max_side: int, max_pixels: int, storage=None) -> list[Photo]:
-    """Every image under an ``s3://bucket/prefix`` through ``orchestration.storage``
-    (expected: ``open_storage(url)`` returning an object with ``list(url) -> keys``
-    and ``get(key) -> bytes``; pending until that module lands)."""
-    try:
-        from orchestration import storage as storage_module
-    except ImportError as exc:
-        raise ValueError(f"{url}: s3:// datasets need orchestration/storage.py, which is not installed "
-                         f"({exc}); copy the photos to a folder and pass --dataset DIR") from exc
-    from worker.io import EXTENSIONS, decode
-
-    if storage is None and not hasattr(storage_module, "open_storage"):
-        raise ValueError(f"{url}: orchestration.storage has no open_storage(url); s3:// datasets are not wired yet")
-    store = storage if storage is not None else storage_module.open_storage(url)
+    """Every image under an ``s3://bucket/prefix``: ``storage`` (or
+    ``orchestration.storage.open_storage(url)``) gives ``list(url) -> keys`` and
+    ``get(key) -> bytes``."""
+    store = storage if storage is not None else open_storage(url)
     keys = sorted(k for k in store.list(url) if Path(k).suffix.lower() in EXTENSIONS)
     if not keys:
-        raise ValueError(f"{url}: no images found")
+        raise EvalError(f"{url}: no images found")
     return [Photo(key, _fit(decode(store.get(key), key, max_pixels).rgb, max_side)) for key in keys]
 
 
 def load_photos(source: str, max_side: int = 384, max_pixels: int = 100_000_000, storage=None) -> list[Photo]:
-    """``bundled`` | a folder | ``s3://bucket/prefix``. Raises ValueError naming the source."""
+    """``bundled`` | a folder | ``s3://bucket/prefix``. Raises EvalError naming the source."""
     if source == BUNDLED:
         return bundled_photos(max_side)
     if source.startswith("s3://"):
         return s3_photos(source, max_side, max_pixels, storage)
     root = Path(source)
     if not root.exists():
-        raise ValueError(f"{source}: no such folder (use a folder of clean photos, s3://..., or '{BUNDLED}')")
+        raise EvalError(f"{source}: no such folder (use a folder of clean photos, s3://..., or '{BUNDLED}')")
     return folder_photos(root, max_side, max_pixels)
 
 
@@ -143,7 +139,7 @@ def _text_case(photo: Photo, kind: str, rng: np.random.Generator) -> tuple[np.nd
         spec = degrade.random_logo_spec(rng, w, h)
         degraded, mask = degrade.overlay_logo(rgb, spec)
         return degraded, mask, {"logo": asdict(spec)}
-    raise ValueError(f"unknown remove-text degradation {kind!r}; known: {', '.join(TEXT_KINDS)}")
+    raise EvalError(f"unknown remove-text degradation {kind!r}; known: {', '.join(TEXT_KINDS)}")
 
 
 def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str] | None = None,
@@ -152,16 +148,16 @@ def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str]
 
     remove-text kinds: text, watermark, logo (JPEG applied after the overlay);
     upscale kinds: x2, x4 (JPEG applied to the low-resolution input).
-    Raises ValueError for an unknown kind or a JPEG level outside 0-95."""
+    Raises EvalError for an unknown kind or a JPEG level outside 0-95."""
     jpeg_levels = jpeg_levels or [0]
     for q in jpeg_levels:
         if not (q == 0 or 1 <= q <= 95):
-            raise ValueError(f"JPEG level must be 0 (none) or 1-95 but is {q}")
+            raise EvalError(f"JPEG level must be 0 (none) or 1-95 but is {q}")
     wanted = {"remove-text": [k for k in (kinds or TEXT_KINDS) if k in TEXT_KINDS],
               "upscale": [k for k in (kinds or UPSCALE_KINDS) if k in UPSCALE_KINDS]}
     unknown = [k for k in kinds or [] if k not in TEXT_KINDS + UPSCALE_KINDS]
     if unknown:
-        raise ValueError(f"unknown degradation(s) {', '.join(unknown)}; known: "
+        raise EvalError(f"unknown degradation(s) {', '.join(unknown)}; known: "
                          f"{', '.join(TEXT_KINDS + UPSCALE_KINDS)}")
     cases: list[Case] = []
     for p_i, photo in enumerate(photos):

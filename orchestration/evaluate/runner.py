@@ -28,12 +28,14 @@ from typing import Callable
 
 import numpy as np
 
-from orchestration.evaluate.dataset import Case
+from orchestration.evaluate.dataset import Case, EvalError
 from orchestration.local import restore
-from orchestration.plan import Plan
-from worker import stages
+from worker import inpaint, stages, upscale
+from worker.errors import RetouchError
 from worker.io import Image
-from worker.models.cache import ModelCache
+from worker.mask import confidence_sample
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.plan import Plan
 from worker.quality import metrics
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,11 @@ DETECTION = ("precision", "recall", "iou", "coverage_true", "coverage_pred")
 def resolve_variants(names: list[str], ops: list[str]) -> dict[str, list[str]]:
     """Which of ``names`` apply to which op: inpaint registry names to remove-text,
     upscale registry names to upscale, ``auto`` to both; an op with none gets
-    ``["auto"]``. Raises ValueError for a name neither registry knows."""
-    from worker import inpaint, upscale
-
+    ``["auto"]``. Raises EvalError for a name neither registry knows."""
     known = {"remove-text": set(inpaint.names()), "upscale": set(upscale.names())}
     unknown = [n for n in names if n != "auto" and not any(n in k for k in known.values())]
     if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; inpaint: {', '.join(sorted(known['remove-text']))}; "
+        raise EvalError(f"unknown variant(s) {', '.join(unknown)}; inpaint: {', '.join(sorted(known['remove-text']))}; "
                          f"upscale: {', '.join(sorted(known['upscale']))}; or auto")
     out = {}
     for op in ops:
@@ -126,9 +126,7 @@ def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCach
     pipeline as a user mask (isolating the inpainting from detection errors);
     ``"detected"`` (default) runs the detector, end to end."""
     if mask not in ("detected", "true"):
-        raise ValueError(f"mask must be 'detected' or 'true' but is {mask!r}")
-    from worker.mask import confidence_sample
-
+        raise EvalError(f"mask must be 'detected' or 'true' but is {mask!r}")
     result = Evaluation(variants=variants)
     for case in cases:
         base = {"case": case.id, "photo": case.photo, "op": case.op, "kind": case.kind, "jpeg": case.jpeg}
@@ -147,7 +145,10 @@ def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCach
                 user_mask = case.mask.astype(np.float32) if mask == "true" and case.mask is not None else None
                 restored = restore(Image(rgb=case.degraded, name=case.id), plan, cache, user_mask)
             except Exception as exc:  # one variant failing on one case must not stop the evaluation
-                log.warning("%s / %s failed: %s: %s", case.id, variant, type(exc).__name__, exc)
+                if isinstance(exc, RetouchError):
+                    log.warning("%s / %s failed: %s", case.id, variant, exc)
+                else:
+                    log.exception("%s / %s failed", case.id, variant)
                 result.rows.append(dict(base, variant=variant, chosen=None, rule="",
                                         error=f"{type(exc).__name__}: {exc}"))
                 continue

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from orchestration.evaluate import dataset, report, runner
 from worker import __version__
-from worker.models.cache import ModelCache
+from worker.pipeline.cache import ModelCache
+from worker.quality.lpips import LPIPS
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,13 @@ class SuiteResult:
 def run_suite(config: EvalConfig, out: str | Path, storage=None) -> SuiteResult:
     """Build the cases, run every variant, write the report into ``out``.
 
-    Raises ValueError for a bad dataset, op, kind or variant, and
+    Raises EvalError for a bad dataset, op, kind or variant, and
     :class:`worker.quality.lpips.LPIPSWeightsMissing` if LPIPS is on and the model
     store has not been provisioned."""
     out = Path(out)
     variants = runner.resolve_variants(config.variants, config.ops)
     metric = None
     if config.lpips:
-        from worker.quality.lpips import LPIPS
-
         metric = LPIPS(config.model_dir or "", device="cpu" if config.device == "auto" else config.device)
     photos = dataset.load_photos(config.dataset, config.max_side, config.max_pixels, storage)
     cases = dataset.build_cases(photos, config.ops, config.seed, config.kinds, config.jpeg)

@@ -116,9 +116,9 @@ def test_textfile_round_trips(tmp_path):
 def test_embedded_pipeline_observations_match_its_record(overlaid, detector):
     """restore() through the real steps: the metrics say what the sidecar record says."""
     from orchestration.local import restore
-    from orchestration.plan import Plan
+    from worker.pipeline.plan import Plan
     from worker.io import Image
-    from worker.models.cache import ModelCache
+    from worker.pipeline.cache import ModelCache
 
     reg = CollectorRegistry()
     m = Metrics(reg)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from orchestration.plan import Plan
-from orchestration.select import ILLUSTRATION_MODEL, PHOTO_MODEL, choose_upscale
+from worker.pipeline.plan import Plan
+from worker.pipeline.select import ILLUSTRATION_MODEL, PHOTO_MODEL, choose_upscale
 from worker import upscale
 from worker.degrade import jpeg
 from worker.upscale.classify import classify_content

@@ -13,7 +13,7 @@ import pytest
 from orchestration.cli import main
 from worker import upscale
 from worker.models.manifest import REQUIRED, Manifest, sha256_file
-from worker.models.store import ModelChecksumError, ModelFileMissing, ModelNotFound, open_store
+from worker.models.store import ModelChecksumError, ModelFileMissing, ModelNotFound, ModelStoreError, open_store
 
 
 @pytest.fixture()
@@ -83,5 +83,5 @@ def test_models_list_and_verify(store_copy, capsys):
 
 
 def test_s3_store_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="s3://bucket/models: S3 model stores are not implemented"):
+    with pytest.raises(ModelStoreError, match="s3://bucket/models: S3 model stores are not implemented"):
         open_store("s3://bucket/models")

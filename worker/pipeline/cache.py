@@ -12,6 +12,9 @@ import threading
 import time
 from typing import Any, Callable
 
+from worker import upscale
+from worker.detect import TextDetector
+
 log = logging.getLogger(__name__)
 
 
@@ -45,14 +48,10 @@ class ModelCache:
 
     def detector(self):
         """The text detector (PP-OCRv4 DBNet via onnxruntime) on this cache's device."""
-        from worker.detect import TextDetector
-
         return self.get("detector", TextDetector.name, lambda: TextDetector(device=self.device))
 
     def upscaler(self, name: str, options=None):
         """An upscaler from the registry (``worker.upscale``), built once per options."""
-        from worker import upscale
-
         options = options or upscale.UpscaleOptions(device=self.device, model_dir=self.model_dir)
         return self.get("upscaler", name, lambda: upscale.create(name, options),
                         key=(options.device, options.tile, options.half, options.model_dir))

@@ -1,8 +1,8 @@
 """What to do to each image: the ops and their parameters, and its fingerprint.
 
-A :class:`Plan` is JSON-able (it travels in Celery messages). Its fingerprint
-identifies "the same input processed with the same settings and software", so
-re-runs can skip work already done."""
+A :class:`Plan` is JSON-able (it travels inside the Celery message of every
+image). Its fingerprint identifies "the same input processed with the same
+settings and software", so re-runs can skip work already done."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from worker import __version__
+from worker import __version__, inpaint, upscale
+from worker.errors import PlanError, one_line
 
 OPS = ("remove-text", "upscale")
 
@@ -57,3 +58,18 @@ class Plan(BaseModel):
         payload["version"] = __version__
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_plan(model_dir: str | None = None, **fields) -> Plan:
+    """A Plan from user settings, with its named variants checked against the
+    registries (``model_dir``: the store that may hold user upscalers).
+    Raises PlanError with one line naming the bad value."""
+    try:
+        plan = Plan(**fields)
+    except ValidationError as exc:
+        raise PlanError(one_line(exc)) from None
+    if plan.inpaint != "auto":
+        inpaint.get(plan.inpaint)
+    if plan.upscale != "auto":
+        upscale.variant_info(plan.upscale, upscale.UpscaleOptions(model_dir=model_dir))
+    return plan

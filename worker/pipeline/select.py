@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from orchestration.plan import Plan
+from worker import upscale
+from worker.errors import PlanError
+from worker.pipeline.plan import Plan
+from worker.upscale.classify import classify_content
 
 # Inpainting thresholds: OpenCV's diffusion-style fills are good for thin
 # strokes on smooth surroundings; PatchMatch copies texture for the rest.
@@ -83,31 +86,23 @@ def choose_inpaint(plan: Plan, mask_stats: dict, texture: float) -> Decision:
 def choose_upscale(plan: Plan, rgb: np.ndarray) -> Decision:
     """Upscaling variant: forensic runs never invent detail; otherwise photos and
     illustrations get their own learned model when one is installed."""
-    from worker import upscale
-
     h, w = rgb.shape[:2]
     inputs: dict = {"width": w, "height": h, "scale": plan.scale}
     if plan.no_hallucination:
         if plan.upscale not in ("auto", "lanczos", "bicubic"):
-            raise ValueError(f"--no-hallucination forbids the learned upscaler {plan.upscale}")
+            raise PlanError(f"--no-hallucination forbids the learned upscaler {plan.upscale}")
         variant = "lanczos" if plan.upscale == "auto" else plan.upscale
         return Decision("upscale", variant, "forensic", "no-hallucination mode: interpolation only", inputs)
     if plan.upscale != "auto":
         return Decision("upscale", plan.upscale, "user", f"variant {plan.upscale} named by the user", inputs)
     available = upscale.names()
-    try:
-        from worker.upscale.classify import classify_content
-    except ImportError:
-        classify_content = None
-    if classify_content is not None:
-        label, features = classify_content(rgb)
-        inputs.update(features)
-        inputs["content"] = label
-        model = ILLUSTRATION_MODEL if label == "illustration" else PHOTO_MODEL
-        if model in available:
-            why = (f"{features['flat']:.0%} flat pixels" + ("" if features.get("grey") else
-                   f", {features['top_colours']:.0%} in 12 colours, {features['edges']:.0%} strong edges"))
-            return Decision("upscale", model, f"{label}-content",
-                            f"{label} content ({why}): {model}", inputs)
+    label, features = classify_content(rgb)
+    inputs.update(features)
+    inputs["content"] = label
+    model = ILLUSTRATION_MODEL if label == "illustration" else PHOTO_MODEL
+    if model in available:
+        why = (f"{features['flat']:.0%} flat pixels" + ("" if features.get("grey") else
+               f", {features['top_colours']:.0%} in 12 colours, {features['edges']:.0%} strong edges"))
+        return Decision("upscale", model, f"{label}-content", f"{label} content ({why}): {model}", inputs)
     return Decision("upscale", "lanczos", "no-learned-model",
                     "no learned upscaler installed for this content: Lanczos", inputs)

@@ -1,0 +1,98 @@
+"""Submitting a job: one Celery chain per image, built from the stage graph.
+
+``submit`` lists the input prefix page by page and enqueues the images in
+chord batches (``batch_size`` chains each), so millions of keys never sit in
+memory. An image's chain is one ``retouch.stages`` task per segment of
+``worker.pipeline.graph`` (consecutive stages on the same queue), then
+``retouch.finish``: heavy segments go to the image's ``gpu.<i>`` queue, so the
+models loaded there are reused; light ones to ``cpu``. Messages carry the
+image job (keys and a small JSON state), never pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from celery import Celery, chain, chord, group
+
+from orchestration.jobs import JobStore, artifact_prefix, list_images, output_key
+from orchestration.storage import Storage, StorageError, overlaps, parse_url
+from tasks.app import CPU_QUEUE
+from worker.pipeline import graph
+from worker.pipeline.job import ImageJob
+from worker.pipeline.plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Submitted:
+    job: str
+    images: int
+    batches: int
+    queues: list[str]
+
+
+def image_chain(app: Celery, job: ImageJob):
+    """The chain of one image: a ``retouch.stages`` task per segment, then finish."""
+    sigs = [app.signature("retouch.stages", args=([s.name for s in segment],),
+                          queue=job.queue if segment[0].heavy else CPU_QUEUE)
+            for segment in graph.segments(graph.stages_for(job.plan))]
+    sigs.append(app.signature("retouch.finish", queue=CPU_QUEUE))
+    sigs[0].args = (job.to_message(),) + tuple(sigs[0].args)
+    return chain(*sigs)
+
+
+def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url: str, plan: Plan, *,
+           batch_size: int = 100, queues: list[str] | None = None, force: bool = False,
+           max_pixels: int = 100_000_000, job: str | None = None) -> Submitted:
+    """Enqueue every image under ``src_url``. Raises StorageError if the
+    prefixes overlap (originals are never overwritten) or a URL is invalid."""
+    src, out = parse_url(src_url), parse_url(out_url)
+    if overlaps(src, out):
+        raise StorageError(f"output {out} overlaps input {src}: originals are never overwritten; "
+                           f"choose a separate output prefix")
+    plan = plan.model_copy(update={"device": "auto"})  # each worker computes on its own device
+    job = job or uuid.uuid4().hex[:12]
+    fingerprint = plan.fingerprint()
+    heavy = list(queues or []) or [CPU_QUEUE]
+    store.create(job, {"created": time.time(), "input": str(src), "output": str(out), "plan": plan.model_dump(),
+                       "fingerprint": fingerprint, "sealed": False, "batches": 0, "queues": heavy,
+                       "manifest": None, "finished_at": None})
+    store.add_queued(job, 0)
+    n = batches = 0
+    pending: list[ImageJob] = []
+
+    def flush():
+        nonlocal batches, pending
+        if not pending:
+            return
+        for image in pending:
+            image.batch = batches
+        header = group([image_chain(app, image) for image in pending])
+        callback = app.signature("retouch.batch_done", args=(job, batches, [image.key for image in pending]),
+                                 queue=CPU_QUEUE)
+        store.add_queued(job, len(pending))
+        store.set_meta(job, batches=batches + 1)
+        chord(header)(callback)
+        batches += 1
+        pending = []
+
+    for obj in list_images(storage, src):
+        pending.append(ImageJob(
+            job=job, bucket=src.bucket, key=obj["Key"], etag=obj["ETag"], out_bucket=out.bucket,
+            out_key=output_key(src, out, obj["Key"], plan.format),
+            artifact_prefix=artifact_prefix(out, job, src, obj["Key"]), plan=plan, fingerprint=fingerprint,
+            force=force, max_pixels=max_pixels, queue=heavy[n % len(heavy)]))
+        n += 1
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    store.set_meta(job, sealed=True, batches=batches, images=n)
+    if store.claim_finalize(job):  # nothing to do, or every batch already finished
+        app.signature("retouch.finalize_job", args=(job,), queue=CPU_QUEUE).apply_async()
+    log.info("job %s: %d images in %d batches over %s", job, n, batches, ", ".join(heavy))
+    return Submitted(job, n, batches, heavy)
