@@ -163,7 +163,7 @@ def test_submit_two_gpu_queues_manifest_and_resubmit(cluster_env, bucket, s3, st
     assert sorted(line["status"] for line in lines) == ["failed"] + ["skipped"] * 30
     assert _images_metric(metrics_port) == {"ok": 30, "failed": 2, "skipped": 30}
     # skipped in the first task (detect and inpaint run in one task on the gpu queue), before any compute
-    assert all(line["task_seconds"].keys() <= {"detect+inpaint"} and not line["timings"] for line in lines)
+    assert all(line["task_seconds"].keys() <= {"detect+unblend+inpaint"} and not line["timings"] for line in lines)
     assert {k: s3.head_object(Bucket=bucket, Key=k.replace("raw/", "restored/", 1))["ETag"] for k in by_key} == etags
 
 

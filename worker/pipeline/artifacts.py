@@ -4,7 +4,8 @@ Inside one process they are plain arrays in a dict. Between Celery tasks the
 executor stores them under the job's artifact prefix and reads them back
 (``tasks.artifacts``); each one's :attr:`Artifact.kind` says how:
 
-- ``map``: a float32 or bool HxW array (confidence, soft mask, fill region);
+- ``map``: a float32 or bool array, HxW (confidence, soft mask, fill region)
+  or HxWxC (the overlay estimate);
 - ``pixels``: a :class:`Pixels` (colour plus optional alpha).
 
 ``kept`` artifacts stay next to the job's outputs and are listed in its
@@ -49,6 +50,8 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("confidence", "map", kept=True, description="detector confidence, float32 HxW"),
     Artifact("mask", "map", kept=True, description="soft mask (blend weights), float32 HxW"),
     Artifact("region", "map", kept=True, description="fill region, bool HxW"),
+    Artifact("overlay", "map", description="semi-transparent overlay estimate, float32 HxWx4: colour and alpha "
+                                           "(alpha 0 where there is none); see worker.unblend"),
     Artifact("fill", "pixels", description="the inpainter's raw output"),
 )}
 

@@ -20,12 +20,14 @@ from typing import Any
 from worker import stages
 from worker.device import resolve_device
 from worker.errors import PlanError
+from worker.unblend import ALPHA_MAX
+from worker.unblend import unblend as reverse_blend
 from worker.mask import MaskParams, confidence_sample
 from worker.pipeline.artifacts import PIXELS, Pixels
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.record import Context
-from worker.pipeline.select import choose_inpaint, choose_upscale, ring_texture
+from worker.pipeline.select import Decision, choose_inpaint, choose_upscale, ring_texture
 from worker.upscale import UpscaleOptions, variant_info
 
 Artifacts = dict[str, Any]
@@ -51,6 +53,29 @@ def detect(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Arti
         ctx.metrics.observe_mask(confidence_sample(detection.confidence, detection.core),
                                  detection.stats["coverage"])
     return {"confidence": detection.confidence, "mask": detection.soft, "region": detection.binary}
+
+
+def unblend(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:
+    """pixels, overlay, region -> pixels (semi-transparent overlay lifted) and
+    region (what is left to inpaint); nothing without an overlay estimate."""
+    overlay = arts.get("overlay")
+    if overlay is None or not arts["region"].any():
+        return {}
+    pixels, region = arts[PIXELS], arts["region"]
+    start = time.perf_counter()
+    result = reverse_blend(pixels.rgb, overlay, region)
+    lifted, total = int(result.lifted.sum()), int(region.sum())
+    inputs = {"region_px": total, "lifted_px": lifted, "lifted_share": round(lifted / total, 4), "alpha_max": ALPHA_MAX}
+    if not lifted:
+        ctx.decided(Decision("unblend", "none", "opaque-or-unfit",
+                             "no part of the overlay is semi-transparent with a fitting estimate: inpaint it all",
+                             inputs))
+        return {}
+    ctx.decided(Decision("unblend", "reverse-blend", "semi-transparent",
+                         f"{lifted / total:.0%} of the overlay is semi-transparent (alpha <= {ALPHA_MAX}): the "
+                         f"photo is restored by reversing the blend; the rest is inpainted", inputs))
+    ctx.timed("unblend", "reverse-blend", "cpu", time.perf_counter() - start)
+    return {PIXELS: Pixels(result.rgb, pixels.alpha), "region": result.remaining}
 
 
 def inpaint(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:

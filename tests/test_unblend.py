@@ -1,0 +1,45 @@
+"""Reversing a semi-transparent blend gives the photo back; opaque or
+ill-fitting pixels are left to the inpainter."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.conftest import photo
+from worker.unblend import ALPHA_MAX, unblend
+
+
+def _blend(clean: np.ndarray, colour, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    overlay = np.zeros(clean.shape[:2] + (4,), np.float32)
+    overlay[..., :3] = colour
+    overlay[..., 3] = alpha
+    observed = alpha[..., None] * overlay[..., :3] + (1 - alpha[..., None]) * clean
+    return np.round(observed * 255) / 255, overlay  # as an 8-bit file would hold it
+
+
+def test_semi_transparent_overlay_is_lifted_to_the_photo():
+    clean = photo("coffee")
+    alpha = np.zeros(clean.shape[:2], np.float32)
+    alpha[40:120, 30:220] = 0.5
+    observed, overlay = _blend(clean, (1.0, 1.0, 1.0), alpha)
+    region = alpha > 0
+    result = unblend(observed.astype(np.float32), overlay, region)
+    assert result.lifted[region].mean() > 0.95 and not result.lifted[~region].any()
+    # back to the photo within the amplified 8-bit rounding (x2 at alpha 0.5)
+    assert np.abs(result.rgb[result.lifted] - clean[result.lifted]).max() <= 2.0 / 255 + 1e-6
+    assert np.array_equal(result.rgb[~region], observed[~region].astype(np.float32))
+    assert np.array_equal(result.remaining, region & ~result.lifted)
+
+
+def test_opaque_and_wrong_estimates_are_left_to_inpaint():
+    clean = photo("rocket")
+    alpha = np.zeros(clean.shape[:2], np.float32)
+    alpha[10:60, 10:100] = 0.97                      # opaque
+    alpha[100:150, 10:100] = 0.6                     # semi-transparent, but we claim another colour
+    observed, overlay = _blend(clean, (1.0, 0.0, 0.0), alpha)
+    overlay[100:150, 10:100, :3] = (0.0, 0.0, 1.0)   # a wrong estimate: the results leave [0, 1]
+    region = alpha > 0
+    result = unblend(observed.astype(np.float32), overlay, region)
+    assert not result.lifted[10:60, 10:100].any() and ALPHA_MAX < 0.97
+    assert result.remaining[10:60, 10:100].all()
+    assert result.remaining[100:150, 10:100].mean() > 0.5

@@ -1,0 +1,62 @@
+"""Lifting semi-transparent overlays: real pixels back instead of invented ones.
+
+A semi-transparent caption, stamp or watermark was composited as
+
+    observed = alpha * colour + (1 - alpha) * photo
+
+so where ``alpha`` and ``colour`` are known (estimated from the image by the
+text and watermark stages, or from a template) the photo is
+
+    photo = (observed - alpha * colour) / (1 - alpha).
+
+The overlay estimate is one float32 HxWx4 array: RGB colour and alpha, zero
+alpha where there is no overlay. Dividing by ``1 - alpha`` amplifies noise
+and quantisation by ``1 / (1 - alpha)``, so a pixel is unblended only when
+``alpha <= alpha_max``; a result outside [0, 1] by more than the noise a pixel
+can carry means the estimate does not fit that pixel. Both kinds of pixel are
+left to the inpainter (``UnblendResult.remaining``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA_MAX = 0.85          # above: the photo is under 15% of the pixel; inpaint instead
+ALPHA_MIN = 0.02          # below: nothing to lift
+QUANTISATION = 1.0 / 255  # what an 8-bit observed value may be off by
+
+
+@dataclass
+class UnblendResult:
+    """``rgb``: float32 HxWx3, unblended where ``lifted``; ``lifted``: bool HxW,
+    pixels restored by reversing the blend; ``remaining``: bool HxW, the part
+    of ``region`` still to inpaint (opaque, or the estimate does not fit)."""
+
+    rgb: np.ndarray
+    lifted: np.ndarray
+    remaining: np.ndarray
+
+
+def unblend(rgb: np.ndarray, overlay: np.ndarray, region: np.ndarray, alpha_max: float = ALPHA_MAX,
+            tolerance: float = 2.0) -> UnblendResult:
+    """Reverse the blend inside ``region`` (bool HxW) where the overlay
+    (float32 HxWx4: colour, alpha) is semi-transparent and the result fits.
+    ``tolerance``: how many times the amplified quantisation error a result may
+    fall outside [0, 1] before the pixel counts as not fitting."""
+    if overlay.shape[:2] != rgb.shape[:2] or overlay.shape[2] != 4:
+        raise ValueError(f"overlay must be HxWx4 matching the image {rgb.shape[:2]} but is {overlay.shape}")
+    alpha = overlay[:, :, 3]
+    candidate = region & (alpha > ALPHA_MIN) & (alpha <= alpha_max)
+    out = rgb.copy()
+    if not candidate.any():
+        return UnblendResult(out, candidate, region.copy())
+    a = alpha[candidate][:, None]
+    photo = (rgb[candidate] - a * overlay[:, :, :3][candidate]) / (1.0 - a)
+    slack = tolerance * QUANTISATION / (1.0 - a)
+    fits = ((photo >= -slack) & (photo <= 1.0 + slack)).all(axis=1)
+    lifted = np.zeros_like(candidate)
+    lifted[candidate] = fits
+    out[lifted] = np.clip(photo[fits], 0.0, 1.0)
+    return UnblendResult(out, lifted, region & ~lifted)
