@@ -37,7 +37,7 @@ from orchestration.api.access import require_access
 from orchestration.api.handoff import ImageRef
 from orchestration.api.state import ApiState
 from orchestration.local import Restored, restore
-from worker.errors import RetouchError
+from worker.errors import PlanError, RetouchError
 from worker.io import MIME, SUFFIX, Image, ImageError, decode, decode_map, encode, encode_map, format_name
 from worker.pipeline.artifacts import PIXELS, Pixels
 from worker.pipeline.plan import Plan, make_plan
@@ -91,8 +91,17 @@ async def read(upload: UploadFile | None, default: str) -> Upload | None:
 
 # --- computing (in the gate's threads) ------------------------------------------
 
-def _plan(st: ApiState, opts: options.Options) -> Plan:
-    return make_plan(st.settings.model_dir, device=st.settings.device, **opts.plan_fields())
+def _plan(st: ApiState, opts: options.Options, made: dict | None = None) -> Plan:
+    """The Plan of ``opts``; ``made``: the mask parameters of a given mask
+    document, which the plan takes (the mask is already made with them)."""
+    fields = opts.plan_fields()
+    for key, value in (made or {}).items():
+        name = f"mask_{key}"
+        if name in fields and fields[name] != value:
+            raise options.OptionsError(f"mask.{key}={fields[name]} differs from the mask document's {value}: that "
+                                       f"mask is already made; leave mask.{key} out")
+        fields[name] = value
+    return make_plan(st.settings.model_dir, device=st.settings.device, **fields)
 
 
 def _decode_image(st: ApiState, image: Upload) -> Image:
@@ -118,9 +127,10 @@ def _fill(st: ApiState, fill: Upload, img: Image) -> Pixels:
     return Pixels(other.rgb, other.alpha)
 
 
-def _run(st: ApiState, image: Upload, plan: Plan, *, mask: Upload | None = None, fill: Upload | None = None,
-         until: str | None = None) -> tuple[Image, Restored, str]:
-    """Decode, take the handed-over artifacts, run the stages. Returns (input, result, input sha256)."""
+def _run(st: ApiState, image: Upload, opts: options.Options, *, mask: Upload | None = None,
+         fill: Upload | None = None, until: str | None = None) -> tuple[Image, Restored, str, Plan]:
+    """Decode, take the handed-over artifacts, build the plan, run the stages.
+    Returns (input, result, input sha256, plan)."""
     try:
         img = _decode_image(st, image)
         sha = handoff.sha256(image.data)
@@ -132,13 +142,16 @@ def _run(st: ApiState, image: Upload, plan: Plan, *, mask: Upload | None = None,
                 user_mask = _user_mask(mask, img)
         if fill is not None:
             given["fill"] = _fill(st, fill, img)
+        plan = _plan(st, opts, trace.details.get("mask_params") if trace is not None else None)
         restored = restore(img, plan, st.cache, user_mask, metrics=st.metrics, given=given, trace=trace,
                            until=until)
+    except (options.OptionsError, PlanError):
+        raise
     except RetouchError:
         st.metrics.image_finished("failed")
         raise
     st.metrics.image_finished("ok")
-    return img, restored, sha
+    return img, restored, sha, plan
 
 
 def _image_reply(img: Image, restored: Restored, sha: str, plan: Plan, request_note: dict, started: float,
@@ -221,8 +234,7 @@ async def detect_mask(
     started = time.perf_counter()
 
     def work():
-        plan = _plan(st, opts)
-        img, restored, sha = _run(st, upload, plan, until="detect")
+        img, restored, sha, plan = _run(st, upload, opts, until="detect")
         record = restored.record
         record["input"]["sha256"] = sha
         if opts.request_note():
@@ -277,8 +289,7 @@ async def inpaint(
     started = time.perf_counter()
 
     def work() -> Reply:
-        plan = _plan(st, opts)
-        img, restored, sha = _run(st, upload, plan, mask=mask_upload, until="inpaint" if raw else None)
+        img, restored, sha, plan = _run(st, upload, opts, mask=mask_upload, until="inpaint" if raw else None)
         return _image_reply(img, restored, sha, plan, opts.request_note(), started, exact=raw)
 
     return respond(request, await st.gate.run(work))
@@ -314,8 +325,7 @@ async def postprocess(
     started = time.perf_counter()
 
     def work() -> Reply:
-        plan = _plan(st, opts)
-        img, restored, sha = _run(st, upload, plan, mask=mask_upload, fill=fill_upload)
+        img, restored, sha, plan = _run(st, upload, opts, mask=mask_upload, fill=fill_upload)
         return _image_reply(img, restored, sha, plan, opts.request_note(), started)
 
     return respond(request, await st.gate.run(work))
@@ -346,8 +356,7 @@ async def upscale(
     started = time.perf_counter()
 
     def work() -> Reply:
-        plan = _plan(st, opts)
-        img, restored, sha = _run(st, upload, plan)
+        img, restored, sha, plan = _run(st, upload, opts)
         return _image_reply(img, restored, sha, plan, opts.request_note(), started)
 
     return respond(request, await st.gate.run(work))

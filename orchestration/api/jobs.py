@@ -26,7 +26,6 @@ import logging
 import re
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import redis
@@ -51,7 +50,6 @@ SUBMISSION = "retouch:api:submission:"     # + job id -> JSON {state, error, cre
 IDEMPOTENCY = "retouch:api:idempotency:"   # + sha256(key) -> JSON {job, request}
 JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_submitters = ThreadPoolExecutor(max_workers=2, thread_name_prefix="retouch-submit")
 
 
 class JobRequest(BaseModel):
@@ -113,13 +111,18 @@ def _claim_key(st: ApiState, key: str, job: str, digest: str) -> str | None:
         raise ApiError(422, "Idempotency-Key must be 1-255 visible ASCII characters")
     name = IDEMPOTENCY + hashlib.sha256(key.encode()).hexdigest()
     value = json.dumps({"job": job, "request": digest})
-    if st.redis.set(name, value, nx=True, ex=st.settings.api_idempotency_ttl):
-        return None
-    previous = json.loads(st.redis.get(name) or value)
-    if previous["request"] != digest:
-        raise ApiError(422, f"Idempotency-Key already used for another request (job {previous['job']}); "
-                            "use a new key for a new job")
-    return previous["job"]
+    for _ in range(2):  # the key may expire between the two calls: then claim it again
+        if st.redis.set(name, value, nx=True, ex=st.settings.api_idempotency_ttl):
+            return None
+        raw = st.redis.get(name)
+        if raw is None:
+            continue
+        previous = json.loads(raw)
+        if previous["request"] != digest:
+            raise ApiError(422, f"Idempotency-Key already used for another request (job {previous['job']}); "
+                                "use a new key for a new job")
+        return previous["job"]
+    raise ApiError(503, "could not claim the Idempotency-Key; try again")
 
 
 def _set_submission(st: ApiState, job: str, **values) -> None:
@@ -215,7 +218,7 @@ async def create_job(request: Request, body: JobRequest,
             if previous is not None:
                 return previous, True
         _set_submission(st, job, state="submitting", created=time.time(), input=str(src), output=str(out))
-        _submitters.submit(_submit, st, body, plan, job)
+        st.submitters.submit(_submit, st, body, plan, job)
         return job, False
 
     job, replayed = await _blocking(st, work)

@@ -6,6 +6,7 @@ servers, so ``retouch serve`` starts without Redis or S3."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
@@ -30,6 +31,9 @@ class ApiState:
     metrics: Metrics
     http: HttpMetrics
     gate: Gate
+    # jobs are enqueued in the background (listing a large prefix takes a while), two at a time
+    submitters: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="retouch-submit"))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _redis: redis.Redis | None = None
     _storage: Storage | None = None
@@ -71,5 +75,6 @@ class ApiState:
 
     def close(self) -> None:
         self.gate.close()
+        self.submitters.shutdown(wait=False)
         if self._redis is not None:
             self._redis.close()

@@ -178,6 +178,22 @@ def test_seed_flow_detect_inpaint_postprocess_over_http(api, coffee_run, mask_do
     assert _record(blended)["postprocess"] == sidecar["postprocess"]
 
 
+def test_mask_document_carries_its_mask_settings(api, work):
+    """A mask made with mask.sigma 2 is used with sigma 2 (the plan and record
+    say so, the bytes are `retouch run --mask-sigma 2`'s); asking for another
+    sigma with that document is refused, not silently ignored."""
+    data, sidecar, _ = retouch_run(work, COFFEE, "--mask-sigma", "2")
+    image = ("coffee-label.jpg", COFFEE.read_bytes())
+    with api.client() as c:
+        doc = c.post("/v1/detect-mask", files={"image": image}, data={"mask.sigma": "2"}).content
+        same = c.post("/v1/inpaint", files={"image": image, "mask": ("mask.json", doc)})
+        other = c.post("/v1/inpaint", files={"image": image, "mask": ("mask.json", doc)}, data={"mask.sigma": "6"})
+    assert same.status_code == 200, same.text
+    assert same.content == data and _record(same)["fingerprint"] == sidecar["fingerprint"]
+    assert _record(same)["plan"]["mask_sigma"] == 2.0
+    assert other.status_code == 422 and "mask.sigma=6.0 differs from the mask document's 2.0" in other.json()["error"]
+
+
 def test_rgba_png_keeps_alpha_and_matches_retouch_run(api, work):
     source = _rgba_png(work)
     data, sidecar, _ = retouch_run(work, source)
