@@ -92,7 +92,7 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
     if job.done:
         return job.to_message()
     if JobStore(rt.redis).cancelled(job.job):  # DELETE /v1/jobs/<id>: drain without computing
-        return job.fail(f"job {job.job} was cancelled before this image was processed").to_message()
+        return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
     deliveries = _count_delivery(rt, self, label)
     if deliveries > 1:
