@@ -187,9 +187,13 @@ def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: 
     report = BatchReport()
     for source, root in files:
         request = request_for(requests or {}, source)
-        image_plan = request.apply(plan, cache.model_dir) if request is not None else plan
-        outcome = process_file(source, root, out_dir, image_plan, cache, max_pixels=max_pixels, force=force,
-                               save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
+        try:
+            image_plan = request.apply(plan, cache.model_dir) if request is not None else plan
+        except RetouchError as exc:   # e.g. a variant this store lacks: that image fails, the batch goes on
+            outcome = Outcome(source, "failed", error=f"{source}: request: {exc}")
+        else:
+            outcome = process_file(source, root, out_dir, image_plan, cache, max_pixels=max_pixels, force=force,
+                                   save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
         if metrics is not None:
             metrics.image_finished(outcome.status)
         if outcome.status == "failed":

@@ -76,6 +76,8 @@ def choose_inpaint(plan: Plan, mask_stats: dict, texture: float, fill: dict | No
         learned = choose_learned(fill, installed, inputs)
         if learned is not None:
             return learned
+        # no fill rule held: the measured fill still goes in the record, so it says why not
+        inputs = {**inputs, **fill, "installed": [m["name"] for m in installed]}
     thin = inputs["stroke_width"] <= THIN_STROKE_PX
     small = inputs["coverage"] <= SMALL_COVERAGE
     smooth = texture <= TEXTURED_RING
