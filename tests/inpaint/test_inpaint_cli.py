@@ -137,3 +137,16 @@ def test_a_variant_that_is_not_installed(user_env, capsys, tmp_path):
     assert by_name["other.png"].status == "ok" and by_name["img.png"].status == "failed"
     assert by_name["img.png"].error.startswith(str(img)) and "retouch models add PATH --name big-lama" in \
         by_name["img.png"].error and "\n" not in by_name["img.png"].error
+
+
+def test_single_file_checkpoint_is_refused_with_the_conversion(tmp_path, monkeypatch, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("RETOUCH_MODEL_DIR", str(tmp_path / "store"))
+    ckpt = tmp_path / "sd-v1-5-inpainting.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 9, 3, 3)}, str(ckpt))
+    assert main(["models", "add", str(ckpt), "--name", "sd"]) == 2
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "single-file Stable Diffusion checkpoint" in err and "save_pretrained" in err
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())

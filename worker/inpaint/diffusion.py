@@ -65,6 +65,32 @@ def is_pipeline_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / INDEX).is_file()
 
 
+# The first UNet convolution of a Stable Diffusion checkpoint in the original (LDM) single-file layout
+SINGLE_FILE_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+def refuse_single_file(path: str | Path) -> None:
+    """Raise UnsupportedInpainterError with the conversion to use if ``path`` is
+    a single-file Stable Diffusion ``.safetensors`` checkpoint (read by its keys
+    only). diffusers' ``from_single_file`` fetches the matching configs from the
+    hub, which retouch never does."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    except Exception:  # not a readable safetensors file: the other loaders say why
+        return
+    if SINGLE_FILE_KEY in keys:
+        raise UnsupportedInpainterError(
+            f"{path}: a single-file Stable Diffusion checkpoint; loading one needs its configs from the hub, "
+            "which retouch never fetches: convert it once where the configs are "
+            "(StableDiffusionInpaintPipeline.from_single_file(path).save_pretrained(folder)) and add the folder")
+
+
 def _weight_files(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
 

@@ -26,7 +26,9 @@ FAMILIES = ("diffusion", "lama")    # the order auto prefers them in
 
 
 def kind_of(path: str | Path) -> str | None:
-    """"diffusion" for a pipeline folder, "lama" for a spandrel inpainting file, else None."""
+    """"diffusion" for a pipeline folder, "lama" for a spandrel inpainting file, else None.
+    Raises UnsupportedInpainterError for a single-file SD checkpoint (saying how to convert it)."""
+    diffusion.refuse_single_file(path)
     if diffusion.is_pipeline_folder(path):
         return "diffusion"
     if lama.is_model_file(path):
