@@ -117,10 +117,10 @@ def test_auto_picks_diffusion_for_a_large_fill_and_patchmatch_for_a_small_one(us
     large = json.loads((tmp / "out" / "large.png.json").read_text())["decisions"][-1]
     small = json.loads((tmp / "out" / "small.png.json").read_text())["decisions"][-1]
     assert (large["variant"], large["rule"]) == ("sd-inpaint", "large-fill")
-    assert large["inputs"]["largest_region_px"] >= 4096 and large["inputs"]["fill_depth_px"] >= 12
+    assert large["inputs"]["largest_region_px"] >= 4096 and large["inputs"]["fill_depth_px"] >= 16
     assert "largest_region_px" in large["reason"] and "sd-inpaint" in large["reason"]
     assert small["variant"] == "patchmatch"
-    assert small["inputs"]["fill_depth_px"] < 12 and small["inputs"]["installed"] == ["sd-inpaint"]
+    assert small["inputs"]["fill_depth_px"] < 16 and small["inputs"]["installed"] == ["sd-inpaint"]
 
 
 def test_a_variant_that_is_not_installed(user_env, capsys, tmp_path):

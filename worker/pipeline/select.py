@@ -130,12 +130,16 @@ class FillRule:
     conditions: tuple[Condition, ...]
 
 
+# Depth thresholds: the shipped captions and watermarks (bold 22-30 px fonts,
+# detected and dilated) reach 3-9.2 px from real pixels and have 13-27 edge
+# segments at their border (their own glyph outlines), so area and edge rules
+# need a fill deeper than any caption; a face is worth a learned fill sooner.
 FILL_RULES: tuple[FillRule, ...] = (
-    FillRule("large-fill", "a large fill region", (Condition("largest_region_px", 4096), Condition("fill_depth_px", 12))),
-    FillRule("large-fill-area", "a large fill area", (Condition("fill_px", 20000), Condition("fill_depth_px", 12))),
-    FillRule("face-under-fill", "a face under the fill", (Condition("faces", 1), Condition("fill_depth_px", 4))),
+    FillRule("large-fill", "a large fill region", (Condition("largest_region_px", 4096), Condition("fill_depth_px", 16))),
+    FillRule("large-fill-area", "a large fill area", (Condition("fill_px", 20000), Condition("fill_depth_px", 16))),
+    FillRule("face-under-fill", "a face under the fill", (Condition("faces", 1), Condition("fill_depth_px", 8))),
     FillRule("edges-cross-fill", "edges crossing the fill",
-             (Condition("edges_crossing", 3), Condition("fill_depth_px", 8))),
+             (Condition("edges_crossing", 3), Condition("fill_depth_px", 16))),
 )
 
 
