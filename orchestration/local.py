@@ -25,6 +25,7 @@ from worker.pipeline.artifacts import IMAGE, PIXELS, Pixels
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.record import Context, Trace, build_record
+from worker.pipeline.request import InpaintRequest, request_for
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +193,21 @@ def _json_default(value):
 
 def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: ModelCache, *,
               max_pixels: int, force: bool = False, save_masks: bool = False, mask_dir: Path | None = None,
-              metrics=None, on_done: Callable[[Outcome], None] | None = None) -> BatchReport:
+              metrics=None, on_done: Callable[[Outcome], None] | None = None,
+              requests: dict[str, InpaintRequest] | None = None) -> BatchReport:
+    """Restore ``files`` with ``plan``; an image with a request
+    (``worker.pipeline.request``, matched by name or stem) uses the plan with
+    the request's settings."""
     report = BatchReport()
     for source, root in files:
-        outcome = process_file(source, root, out_dir, plan, cache, max_pixels=max_pixels, force=force,
-                               save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
+        request = request_for(requests or {}, source)
+        try:
+            image_plan = request.apply(plan, cache.model_dir) if request is not None else plan
+        except RetouchError as exc:   # e.g. a variant this store lacks: that image fails, the batch goes on
+            outcome = Outcome(source, "failed", error=f"{source}: request: {exc}")
+        else:
+            outcome = process_file(source, root, out_dir, image_plan, cache, max_pixels=max_pixels, force=force,
+                                   save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
         if metrics is not None:
             metrics.image_finished(outcome.status)
         if outcome.status == "failed":

@@ -15,10 +15,20 @@ def add_plan_arguments(p) -> None:
     p.add_argument("--mask-threshold", type=float, default=0.3, help="detector probability threshold (default 0.3)")
     p.add_argument("--mask-dilate", type=int, default=2, help="px added around strokes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument("--inpaint", default="auto", help="auto or a variant: telea, ns, patchmatch")
+    p.add_argument("--inpaint", default="auto",
+                   help="auto or a variant: telea, ns, patchmatch, or a diffusion/LaMa model added to the store "
+                        "(see `retouch models list`)")
     p.add_argument("--upscale", default="auto", help="auto or a variant (see `retouch models list`)")
     p.add_argument("--no-hallucination", action="store_true",
                    help="forensic mode: never use a learned upscaler (Lanczos unless --upscale bicubic)")
+    g = p.add_argument_group("learned inpainting (diffusion models; LaMa ignores them)")
+    g.add_argument("--prompt", default="", help="what the fill should show (diffusion)")
+    g.add_argument("--negative-prompt", default="", help="what the fill should not show (diffusion)")
+    g.add_argument("--strength", type=float, default=1.0,
+                   help="denoising strength in (0, 1], the request payload's 'scale' (default 1: ignore what is "
+                        "under the mask)")
+    g.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    g.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
 
@@ -30,4 +40,5 @@ def plan_from_args(args, model_dir: str | None = None, device: str = "auto") -> 
                      mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
                      mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
                      no_hallucination=args.no_hallucination, format=args.format, quality=args.quality,
-                     device=device)
+                     device=device, prompt=args.prompt, negative_prompt=args.negative_prompt,
+                     strength=args.strength, steps=args.steps, guidance=args.guidance)

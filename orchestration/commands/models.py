@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 
 from orchestration.settings import load_settings
+from worker.inpaint import store_models as inpaint_models
 from worker.models.store import ModelFileMissing, ModelStoreError, open_store
 from worker.upscale.spandrel_models import add_model
 
 DESCRIPTION = """List the model store (name, task, backend, architecture, scale, licence, file,
-checksum status), add a bring-your-own upscaler (any .safetensors/.pth model spandrel
-recognises: ESRGAN, SwinIR, HAT, DAT, ...), or verify every checksum. Built-in
-interpolators (lanczos, bicubic) need no files."""
+checksum status), add your own weights, or verify every checksum. `add` recognises a
+diffusers inpainting pipeline folder (save_pretrained layout, .safetensors weights), a
+LaMa inpainting file, or an upscaler (any .safetensors/.pth model spandrel recognises:
+ESRGAN, SwinIR, HAT, DAT, ...). Built-in interpolators (lanczos, bicubic) and inpainters
+(telea, ns, patchmatch) need no files."""
 
 
 def register(sub) -> None:
@@ -22,8 +25,10 @@ def register(sub) -> None:
     ls = actions.add_parser("list", help="list models with their files and checksum status (the default)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.add_argument("--no-verify", action="store_true", help="do not hash the files")
-    add = actions.add_parser("add", help="copy an upscaler into the store and record it in the manifest")
-    add.add_argument("file", type=Path, help=".safetensors, .pth or .pt file")
+    add = actions.add_parser("add", help="copy a model (inpainting pipeline folder, LaMa file, upscaler) into the "
+                                         "store and record it in the manifest")
+    add.add_argument("file", type=Path, metavar="PATH",
+                     help="a diffusers inpainting pipeline folder, or a .safetensors/.pth/.pt file")
     add.add_argument("--name", help="variant name (default: the file stem)")
     add.add_argument("--licence", default="unknown", help="licence of the weights (recorded in the manifest)")
     add.add_argument("--source", help="where the weights come from (recorded in the manifest)")
@@ -49,8 +54,13 @@ def run(args) -> int:
     model_dir = load_settings(model_dir=args.model_dir).model_dir
     store = open_store(model_dir)
     if args.action == "add":
-        if not args.file.is_file():
-            raise ModelStoreError(f"{args.file}: no such file")
+        if not args.file.exists():
+            raise ModelStoreError(f"{args.file}: no such file or folder")
+        if args.file.is_dir() or inpaint_models.kind_of(args.file):
+            entry = inpaint_models.add_model(model_dir, args.file, args.name, args.licence, args.source)
+            print(f"added {entry['name']}: {entry['family']} inpainting model ({entry['architecture']}), "
+                  f"{len(entry.get('files') or [entry])} file(s), sha256 {entry['sha256'][:12]}, {entry['path']}")
+            return 0
         entry = add_model(model_dir, args.file, args.name, args.licence, args.source)
         print(f"added {entry['name']}: {entry['architecture']} x{entry['scale']}, sha256 {entry['sha256'][:12]}, "
               f"{entry['path']}")
@@ -76,5 +86,5 @@ def run(args) -> int:
         print(f"  {r['name']:<30} {r.get('task', '?'):<15} {r.get('backend', '?'):<9} "
               f"{str(r.get('architecture', '?'))[:22]:<22} {str(r.get('scale') or '-'):>5}  "
               f"{str(r.get('licence', '?'))[:14]:<14} {r['status']}  {r['file']}")
-    print("  built-in (no files): lanczos, bicubic")
+    print("  built-in (no files): upscale lanczos, bicubic; inpaint telea, ns, patchmatch")
     return 1 if bad else 0

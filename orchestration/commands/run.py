@@ -16,6 +16,7 @@ from orchestration.commands._plan import add_plan_arguments, plan_from_args
 from orchestration.local import discover, run_batch
 from orchestration.settings import load_settings
 from worker.pipeline.cache import ModelCache
+from worker.pipeline.request import load_requests
 
 DESCRIPTION = """Restore images in-process: detect text and watermarks, inpaint them, post-process the
 seams, upscale. Writes, per image, the output, a JSON sidecar (<output>.json) and, with
@@ -30,6 +31,10 @@ def register(sub) -> None:
     add_plan_arguments(p)
     p.add_argument("--masks", type=Path, help="folder of user masks (<image stem>.png, soft 0-255 or binary); "
                                               "a mask found there replaces detection")
+    p.add_argument("--request", type=Path, metavar="PATH",
+                   help="per-image inpainting requests: a JSON file (one object, a list, or JSON Lines) or a "
+                        "folder of *.json, each {\"image_id\", \"mask\": {\"type\", \"sigma\"}, \"prompt\", "
+                        "\"scale\", \"seed\", ...}; image_id matches an input's name or stem")
     p.add_argument("--save-masks", action="store_true", help="also write the confidence map and the mask")
     p.add_argument("--force", action="store_true", help="redo images whose output is already up to date")
     p.add_argument("--max-pixels", type=int, help="refuse larger images (default from settings: 100 MP)")
@@ -49,12 +54,17 @@ def register(sub) -> None:
 def run(args) -> int:
     settings = load_settings(max_pixels=args.max_pixels, device=args.device)
     plan = plan_from_args(args, settings.model_dir, settings.device)
+    requests = load_requests(args.request, plan, settings.model_dir) if args.request else None
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
         print(f"retouch run: {p}: no such file or folder", file=sys.stderr)
 
     _log_decisions_to(args.out / "retouch-decisions.jsonl")
     files = discover([p for p in args.paths if Path(p).exists()], exclude=args.out)
+    if requests:
+        names = {f.name for f, _ in files} | {f.stem for f, _ in files}
+        for image_id in sorted(set(requests) - names):
+            print(f"retouch run: request for image_id {image_id!r} matches no input", file=sys.stderr)
     metrics, metrics_server = _metrics(args)
     cache = ModelCache(device=settings.device, model_dir=settings.model_dir,
                        on_load=(metrics.model_loaded if metrics is not None else None))
@@ -69,7 +79,8 @@ def run(args) -> int:
             bar.set_postfix_str(f"{outcome.status}: {outcome.source.name}", refresh=False)
 
     report = run_batch(files, args.out, plan, cache, max_pixels=settings.max_pixels, force=args.force,
-                       save_masks=args.save_masks, mask_dir=args.masks, metrics=metrics, on_done=done)
+                       save_masks=args.save_masks, mask_dir=args.masks, metrics=metrics, on_done=done,
+                       requests=requests)
     if bar is not None:
         bar.close()
     if metrics is not None and args.metrics_textfile:

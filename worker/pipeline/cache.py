@@ -1,7 +1,8 @@
 """Models load once per process and are reused across images.
 
 A worker pinned to one GPU keeps one ``ModelCache``; every task on that worker
-asks it for the detector and the upscalers, so weights are loaded once. The
+asks it for the detector, the upscalers and the learned inpainters, so weights
+are loaded once and stay on their device. The
 cache is an explicit object (no module global), passed in from the edge.
 """
 
@@ -12,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from worker import upscale
+from worker import inpaint, upscale
 from worker.detect import TextDetector
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ class ModelCache:
         options = options or upscale.UpscaleOptions(device=self.device, model_dir=self.model_dir)
         return self.get("upscaler", name, lambda: upscale.create(name, options),
                         key=(options.device, options.tile, options.half, options.model_dir))
+
+    def inpainter(self, name: str, device: str) -> inpaint.ModelInpainter:
+        """A learned inpainter from the store (``worker.inpaint``), loaded once per
+        device and kept there. Raises UnknownVariantError if it is not installed."""
+        info = inpaint.get(name, self.model_dir)
+        if info.factory is None:
+            raise inpaint.UnknownVariantError(f"inpaint variant {name!r} is built in, not a model")
+        options = inpaint.LoadOptions(device=device, model_dir=self.model_dir)
+        return self.get("inpainter", name, lambda: info.factory(options), key=(device, self.model_dir))
 
     def loaded(self) -> list[str]:
         return [f"{k[0]}:{k[1]}" for k in self._models]

@@ -10,10 +10,11 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from worker import __version__, inpaint, upscale
 from worker.errors import PlanError, one_line
+from worker.inpaint.base import InpaintParams
 
 OPS = ("remove-text", "upscale")
 
@@ -33,6 +34,12 @@ class Plan(BaseModel):
     format: str | None = None
     quality: int = 95
     device: str = "auto"
+    # learned inpainting (diffusion uses them all; LaMa none): see worker.inpaint.base.InpaintParams
+    prompt: str = ""
+    negative_prompt: str = ""
+    strength: float = 1.0
+    steps: int = 30
+    guidance: float = 7.5
 
     @field_validator("ops")
     @classmethod
@@ -51,6 +58,39 @@ class Plan(BaseModel):
             raise ValueError(f"scale must be between 1 and 8 but is {scale}")
         return scale
 
+    @field_validator("strength")
+    @classmethod
+    def _strength(cls, strength: float) -> float:
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1] but is {strength}")
+        return strength
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: int) -> int:
+        if not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000 but is {steps}")
+        return steps
+
+    @field_validator("guidance")
+    @classmethod
+    def _guidance(cls, guidance: float) -> float:
+        if not 0.0 <= guidance <= 50.0:
+            raise ValueError(f"guidance must be between 0 and 50 but is {guidance}")
+        return guidance
+
+    @model_validator(mode="after")
+    def _denoising_steps(self) -> "Plan":
+        # diffusers runs int(steps * strength) steps; zero would be an error deep inside the pipeline
+        if int(self.steps * self.strength) < 1:
+            raise ValueError(f"steps x strength must be at least 1 but {self.steps} x {self.strength} rounds to 0")
+        return self
+
+    def inpaint_params(self) -> InpaintParams:
+        """The settings a learned inpainter reads."""
+        return InpaintParams(seed=self.seed, prompt=self.prompt, negative_prompt=self.negative_prompt,
+                             strength=self.strength, steps=self.steps, guidance=self.guidance)
+
     def fingerprint(self) -> str:
         """sha256 (hex, 16 chars) of the settings that change the output and the
         software version. The device is left out: it should not change results."""
@@ -62,14 +102,15 @@ class Plan(BaseModel):
 
 def make_plan(model_dir: str | None = None, **fields) -> Plan:
     """A Plan from user settings, with its named variants checked against the
-    registries (``model_dir``: the store that may hold user upscalers).
+    registries (``model_dir``: the store that may hold the user's upscalers
+    and inpainting models).
     Raises PlanError with one line naming the bad value."""
     try:
         plan = Plan(**fields)
     except ValidationError as exc:
         raise PlanError(one_line(exc)) from None
     if plan.inpaint != "auto":
-        inpaint.get(plan.inpaint)
+        inpaint.get(plan.inpaint, model_dir)
     if plan.upscale != "auto":
         upscale.variant_info(plan.upscale, upscale.UpscaleOptions(model_dir=model_dir))
     return plan

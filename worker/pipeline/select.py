@@ -59,14 +59,25 @@ def ring_texture(rgb: np.ndarray, region: np.ndarray, width: int = 6) -> float:
     return float(np.mean(np.abs(grey - local)[ring]))
 
 
-def choose_inpaint(plan: Plan, mask_stats: dict, texture: float) -> Decision:
-    """Inpainting variant for one image, from its mask stats and ring texture."""
+def choose_inpaint(plan: Plan, mask_stats: dict, texture: float, fill: dict | None = None,
+                   installed: list[dict] | tuple = ()) -> Decision:
+    """Inpainting variant for one image, from its mask stats and ring texture.
+
+    ``fill``: :func:`fill_features` of the region; ``installed``: the learned
+    inpainting models in the store (``worker.inpaint.installed``). With both,
+    :data:`FILL_RULES` may pick a learned model first (:func:`choose_learned`)."""
     inputs = {"coverage": mask_stats.get("coverage", 0.0), "stroke_width": mask_stats.get("stroke_width", 0.0),
               "ring_texture": round(texture, 4), "regions": mask_stats.get("regions", 0)}
     if not mask_stats.get("coverage"):
         return Decision("inpaint", "none", "empty-mask", "nothing detected to remove", inputs)
     if plan.inpaint != "auto":
         return Decision("inpaint", plan.inpaint, "user", f"variant {plan.inpaint} named by the user", inputs)
+    if fill is not None and installed:
+        learned = choose_learned(fill, installed, inputs)
+        if learned is not None:
+            return learned
+        # no fill rule held: the measured fill still goes in the record, so it says why not
+        inputs = {**inputs, **fill, "installed": [m["name"] for m in installed]}
     thin = inputs["stroke_width"] <= THIN_STROKE_PX
     small = inputs["coverage"] <= SMALL_COVERAGE
     smooth = texture <= TEXTURED_RING
@@ -81,6 +92,139 @@ def choose_inpaint(plan: Plan, mask_stats: dict, texture: float) -> Decision:
     return Decision("inpaint", "patchmatch", "large-region",
                     f"stroke width {inputs['stroke_width']:.1f} px / coverage {inputs['coverage']:.1%} too large "
                     "for diffusion-style fills: PatchMatch", inputs)
+
+
+# --- Large or structured fills: the learned inpainters, when installed -------
+# PatchMatch copies the best-fitting patch: fine for text strokes (every fill
+# pixel is a few px from real ones), wrong when the fill reaches far from any
+# real pixel or must continue structure (lines entering the hole, a face).
+# Then a learned model is picked: diffusion first, LaMa/MAT next (FAMILIES);
+# with none installed the rules below choose_learned apply (PatchMatch).
+LEARNED_FAMILIES = ("diffusion", "lama")
+EDGE_MIN_PX = 20          # an edge segment this long (px, Canny) reaching the fill is structure, not grain
+FACE_OVERLAP = 0.1        # share of a detected face's box under the fill that makes it "a face under the fill"
+FACE_SCAN_PX = 800        # faces are looked for on the image scaled to this longest side
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``feature`` (a key of :func:`fill_features`) is at least ``at_least``."""
+
+    feature: str
+    at_least: float
+
+    def holds(self, features: dict) -> bool:
+        return float(features.get(self.feature, 0.0)) >= self.at_least
+
+    def describe(self, features: dict) -> str:
+        return f"{self.feature} {features.get(self.feature, 0):g} >= {self.at_least:g}"
+
+
+@dataclass(frozen=True)
+class FillRule:
+    """A learned model is picked when every condition holds; ``rule`` is the
+    metric label, ``what`` names the case for people."""
+
+    rule: str
+    what: str
+    conditions: tuple[Condition, ...]
+
+
+# Depth thresholds: the shipped captions and watermarks (bold 22-30 px fonts,
+# detected and dilated) reach 3-9.2 px from real pixels and have 13-27 edge
+# segments at their border (their own glyph outlines), so area and edge rules
+# need a fill deeper than any caption; a face is worth a learned fill sooner.
+FILL_RULES: tuple[FillRule, ...] = (
+    FillRule("large-fill", "a large fill region", (Condition("largest_region_px", 4096), Condition("fill_depth_px", 16))),
+    FillRule("large-fill-area", "a large fill area", (Condition("fill_px", 20000), Condition("fill_depth_px", 16))),
+    FillRule("face-under-fill", "a face under the fill", (Condition("faces", 1), Condition("fill_depth_px", 8))),
+    FillRule("edges-cross-fill", "edges crossing the fill",
+             (Condition("edges_crossing", 3), Condition("fill_depth_px", 16))),
+)
+
+
+def _faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Frontal faces as (y0, y1, x0, x1), with scikit-image's bundled LBP cascade
+    (OpenCV's own cascade is gone from opencv 5's wheels)."""
+    from skimage.data import lbp_frontal_face_cascade_filename
+    from skimage.feature import Cascade
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, FACE_SCAN_PX / max(h, w))
+    small = cv2.resize(rgb, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1.0 else rgb
+    grey = np.clip(small * 255.0, 0, 255).astype(np.uint8)
+    side = min(grey.shape[:2])
+    if side < 24:
+        return []
+    found = Cascade(lbp_frontal_face_cascade_filename()).detect_multi_scale(
+        img=grey, scale_factor=1.2, step_ratio=1, min_size=(24, 24), max_size=(side, side))
+    return [(int(f["r"] / scale), int((f["r"] + f["height"]) / scale), int(f["c"] / scale),
+             int((f["c"] + f["width"]) / scale)) for f in found]
+
+
+def fill_features(rgb: np.ndarray, region: np.ndarray, faces: bool = True) -> dict:
+    """What the learned-inpainter rules read, measured on the fill region:
+
+    - ``fill_px`` and ``coverage``: the region's area (px, fraction);
+    - ``largest_region_px``: the largest 8-connected part;
+    - ``fill_depth_px``: how far the fill reaches from the nearest real pixel
+      (the distance transform's maximum; a text stroke is a few px);
+    - ``edges_crossing``: Canny edge segments of at least :data:`EDGE_MIN_PX`
+      px outside the region that reach its border (structure the fill must continue);
+    - ``faces``: detected faces whose box the region covers by at least
+      :data:`FACE_OVERLAP` (only with ``faces=True``)."""
+    region = region.astype(bool)
+    mask8 = region.astype(np.uint8)
+    out: dict = {"fill_px": int(region.sum()), "coverage": round(float(region.mean()), 6)}
+    if not out["fill_px"]:
+        return {**out, "largest_region_px": 0, "fill_depth_px": 0.0, "edges_crossing": 0, "faces": 0}
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask8, connectivity=8)
+    out["largest_region_px"] = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+    padded = np.pad(mask8, 1)   # the image border is not a real pixel to copy from either
+    out["fill_depth_px"] = round(float(cv2.distanceTransform(padded, cv2.DIST_L2, 5).max()), 2)
+    grey = cv2.cvtColor(np.clip(rgb * 255.0, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(grey, 50, 150).astype(bool) & ~region
+    ring = cv2.dilate(mask8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool) & ~region
+    n, labels, estats, _ = cv2.connectedComponentsWithStats(edges.astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[ring & edges])
+    out["edges_crossing"] = int(sum(1 for lab in touching if lab and estats[lab, cv2.CC_STAT_AREA] >= EDGE_MIN_PX))
+    if faces:
+        covered = 0
+        for y0, y1, x0, x1 in _faces(rgb):
+            box = region[y0:y1, x0:x1]
+            if box.size and box.mean() >= FACE_OVERLAP:
+                covered += 1
+        out["faces"] = covered
+    return out
+
+
+def choose_learned(fill: dict, installed: list[dict] | tuple, inputs: dict | None = None) -> Decision | None:
+    """The first :data:`FILL_RULES` rule that holds picks the first installed
+    model of the preferred family (diffusion, then LaMa/MAT); None when no rule
+    holds or nothing is installed."""
+    models = sorted(installed, key=lambda e: (LEARNED_FAMILIES.index(e["family"]), e["name"]))
+    if not models:
+        return None
+    inputs = {**(inputs or {}), **fill, "installed": [m["name"] for m in models]}
+    for rule in FILL_RULES:
+        if all(c.holds(fill) for c in rule.conditions):
+            model = models[0]
+            why = ", ".join(c.describe(fill) for c in rule.conditions)
+            return Decision("inpaint", model["name"], rule.rule,
+                            f"{rule.what} ({why}): {model['family']} model {model['name']}", inputs)
+    return None
+
+
+def fallback_variants(variant: str, installed: list[dict] | tuple) -> list[str]:
+    """What to try when ``variant`` runs out of memory: the installed learned
+    models after it (diffusion, then LaMa/MAT), then PatchMatch."""
+    names = [m["name"] for m in sorted(installed, key=lambda e: (LEARNED_FAMILIES.index(e["family"]), e["name"]))]
+    after = names[names.index(variant) + 1:] if variant in names else [n for n in names if n != variant]
+    families = {m["name"]: m["family"] for m in installed}
+    if variant in families:   # a diffusion model falls back to LaMa, not to another diffusion model
+        after = [n for n in after if families[n] != families[variant]]
+    return after + ["patchmatch"]
 
 
 def choose_upscale(plan: Plan, rgb: np.ndarray) -> Decision:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from worker import inpaint as inpaint_variants
 from worker import stages
-from worker.device import resolve_device
-from worker.errors import PlanError
+from worker.device import is_out_of_memory, release_cached, resolve_device
+from worker.errors import PlanError, one_line
+from worker.inpaint import InpaintOutOfMemory
 from worker.unblend import ALPHA_MAX
 from worker.unblend import unblend as reverse_blend
 from worker.mask import MaskParams, confidence_sample
@@ -27,7 +29,8 @@ from worker.pipeline.artifacts import PIXELS, Pixels
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.record import Context
-from worker.pipeline.select import Decision, choose_inpaint, choose_upscale, ring_texture
+from worker.pipeline.select import (Decision, choose_inpaint, choose_upscale, fallback_variants, fill_features,
+                                    ring_texture)
 from worker.upscale import UpscaleOptions, variant_info
 
 Artifacts = dict[str, Any]
@@ -79,15 +82,48 @@ def unblend(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Art
 
 
 def inpaint(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:
-    """pixels, region -> fill (nothing when the mask is empty)."""
+    """pixels, region -> fill (nothing when the mask is empty).
+
+    ``auto`` measures the fill (:func:`fill_features`) when a learned model is
+    installed, so large or structured fills go to it. A learned model that runs
+    out of memory at every crop size hands the image to the next variant
+    (:func:`fallback_variants`), recorded as a decision (rule ``out-of-memory``).
+    A named variant that is not installed fails the image (UnknownVariantError)."""
     pixels, region = arts[PIXELS], arts["region"]
-    decision = choose_inpaint(plan, ctx.trace.details.get("mask", {}), ring_texture(pixels.rgb, region))
+    installed = inpaint_variants.installed(cache.model_dir) if plan.inpaint == "auto" else []
+    fill = fill_features(pixels.rgb, region) if installed and region.any() else None
+    decision = choose_inpaint(plan, ctx.trace.details.get("mask", {}), ring_texture(pixels.rgb, region), fill,
+                              installed)
     ctx.decided(decision)
     if decision.variant == "none":
         return {}
+    variant = decision.variant
+    info = inpaint_variants.get(variant, cache.model_dir)
+    while info.learned:
+        device = _device(plan, cache)
+        try:
+            model = cache.inpainter(variant, device)
+            start = time.perf_counter()
+            filled, alpha, report = inpaint_variants.fill_with_model(pixels.rgb, region, model, plan.inpaint_params(),
+                                                                     pixels.alpha)
+        except Exception as exc:
+            if not (isinstance(exc, InpaintOutOfMemory) or is_out_of_memory(exc)):
+                raise
+            cause = one_line(exc)
+        else:
+            ctx.timed("inpaint", variant, device, time.perf_counter() - start)
+            ctx.note("inpaint", {"variant": variant, "family": info.family, "device": device,
+                                 "mask_blur_sigma": plan.mask_sigma, **report.to_dict()})
+            return {"fill": Pixels(filled, alpha)}
+        release_cached(device)
+        after = fallback_variants(variant, installed or inpaint_variants.installed(cache.model_dir))[0]
+        ctx.decided(Decision("inpaint", after, "out-of-memory",
+                             f"{variant} ran out of memory on {device} ({cause}): {after} instead",
+                             {"failed": variant, "device": device}))
+        variant, info = after, inpaint_variants.get(after, cache.model_dir)
     start = time.perf_counter()
-    filled, alpha = stages.inpaint(pixels.rgb, pixels.alpha, region, decision.variant, plan.seed, plan.margin)
-    ctx.timed("inpaint", decision.variant, "cpu", time.perf_counter() - start)
+    filled, alpha = stages.inpaint(pixels.rgb, pixels.alpha, region, variant, plan.seed, plan.margin)
+    ctx.timed("inpaint", variant, "cpu", time.perf_counter() - start)
     return {"fill": Pixels(filled, alpha)}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from worker.device import choose_dtype, resolve_device
 from worker.errors import RetouchError
 from worker.files import atomic_copy
+from worker.models import weights
 from worker.models.manifest import Manifest, sha256_file
 from worker.models.store import ModelNotFound, open_store
 from worker.upscale.base import UpscaleOptions, VariantInfo
@@ -28,7 +29,7 @@ from worker.upscale.learned import BYTES_PER_PIXEL, TorchUpscaler, precision
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+SUFFIXES = weights.SUFFIXES
 
 
 class UnsupportedUpscalerError(RetouchError):
@@ -36,30 +37,11 @@ class UnsupportedUpscalerError(RetouchError):
 
 
 def read_state_dict(path: str | Path) -> dict:
-    """A state dict from ``path`` without running pickled code.
+    """A canonical state dict from ``path`` without running pickled code.
 
     Raises UnsupportedUpscalerError naming the file for unknown suffixes or
     files that need full unpickling."""
-    import torch
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    elif suffix in (".pth", ".pt", ".ckpt"):
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError, or a TorchScript archive
-            raise UnsupportedUpscalerError(
-                f"{path}: cannot be loaded safely (weights_only=True refused it: {str(exc).splitlines()[0][:200]}); "
-                "convert it to .safetensors") from None
-    else:
-        raise UnsupportedUpscalerError(f"{path}: unsupported weight file type {suffix!r} (use {', '.join(SUFFIXES)})")
-    if not isinstance(state, dict):
-        raise UnsupportedUpscalerError(f"{path}: holds a {type(state).__name__}, not a state dict")
-    return _canonical(state)
+    return _canonical(weights.read_state_dict(path, UnsupportedUpscalerError))
 
 
 def _canonical(state: dict) -> dict:
@@ -136,7 +118,7 @@ def resolve(name: str, options: UpscaleOptions) -> VariantInfo | None:
         entry = store.entry(name)
     except ModelNotFound:
         return None
-    if entry.get("backend") != "spandrel":
+    if entry.get("backend") != "spandrel" or entry.get("task", "upscale") != "upscale":
         return None
 
     def factory(opts: UpscaleOptions):
