@@ -265,8 +265,12 @@ async def inpaint(
     mask_sigma: float | None = Form(None, alias="mask.sigma", description="feathering sigma, px"),
     mask_threshold: float | None = Form(None, alias="mask.threshold"),
     mask_dilate: int | None = Form(None, alias="mask.dilate"),
-    prompt: str | None = Form(None, description="text prompt for diffusion variants (recorded)"),
-    scale: float | None = Form(None, description="the seed's guidance strength in [0, 1] (diffusion variants)"),
+    prompt: str | None = Form(None, description="what the fill should show (diffusion variants)"),
+    negative_prompt: str | None = Form(None, description="what the fill should not show (diffusion variants)"),
+    scale: float | None = Form(None, description="the seed's name for the denoising strength, (0, 1]"),
+    strength: float | None = Form(None, description="denoising strength, (0, 1] (wins over scale)"),
+    steps: int | None = Form(None, description="denoising steps (diffusion)"),
+    guidance: float | None = Form(None, description="classifier-free guidance scale (diffusion)"),
     seed: int | None = Form(None),
     inpaint_variant: str | None = Form(None, alias="inpaint", description="auto or a variant (telea, ns, "
                                                                            "patchmatch, ...)"),
@@ -281,7 +285,8 @@ async def inpaint(
     given; a mask document gives what detection gave)."""
     opts = options.parse(options.InpaintOptions, payload, {
         "mask.type": mask_type, "mask.sigma": mask_sigma, "mask.threshold": mask_threshold,
-        "mask.dilate": mask_dilate, "prompt": prompt, "scale": scale, "seed": seed, "inpaint": inpaint_variant,
+        "mask.dilate": mask_dilate, "prompt": prompt, "negative_prompt": negative_prompt, "scale": scale,
+        "strength": strength, "steps": steps, "guidance": guidance, "seed": seed, "inpaint": inpaint_variant,
         "postprocess": postprocess, "format": format, "quality": quality, "image_id": image_id})
     st = state_of(request)
     upload, mask_upload = await read(image, "image"), await read(mask, "mask")

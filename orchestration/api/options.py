@@ -13,10 +13,13 @@ refused (a typo must not silently fall back to a default). Options left out
 take the Plan's defaults, the same as ``retouch run``'s flags, so equal
 settings give an equal plan, fingerprint and output.
 
-The seed's ``prompt`` and ``scale`` (diffusion guidance) reach the Plan when
-it has the fields a diffusion variant reads (``prompt``, ``strength``); until
-then they are accepted and recorded in the response's record under
-``request``, marked unused.
+The seed's ``prompt`` and ``scale`` (the denoising strength, as in
+``worker.pipeline.request``: ``strength`` wins when both are given) go to the
+Plan fields the diffusion variants read (``prompt``, ``strength``), with
+``negative_prompt``, ``steps`` and ``guidance``: the flags ``--prompt``,
+``--strength``, ... of ``retouch run``. A seed option the Plan has no field
+for is accepted and recorded in the response's record under ``request``,
+marked unused.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from worker.pipeline.plan import Plan
 
 # The seed's "artifact-aware" strategy is retouch's measured choice.
 STRATEGIES = {"artifact-aware": "auto", "auto": "auto"}
-# seed option -> Plan field that carries it to the inpainting variants, when the Plan has it
-PASS_THROUGH = {"prompt": "prompt", "scale": "strength"}
+# request option -> Plan field that carries it to the inpainting variants, when the Plan has it
+PASS_THROUGH = {"prompt": "prompt", "negative_prompt": "negative_prompt", "scale": "strength",
+                "strength": "strength", "steps": "steps", "guidance": "guidance"}
 
 
 class OptionsError(RetouchError):
@@ -70,16 +74,22 @@ class MaskOptions(Options):
 
 
 class InpaintOptions(MaskOptions):
-    inpaint: str | None = Field(None, description="auto or a variant: telea, ns, patchmatch, ...")
-    prompt: str | None = Field(None, max_length=2000)
-    scale: float | None = Field(None, ge=0, le=1, description="the seed's guidance strength (diffusion variants)")
+    inpaint: str | None = Field(None, description="auto or a variant: telea, ns, patchmatch, a model in the store")
+    prompt: str | None = Field(None, max_length=2000, description="what the fill should show (diffusion)")
+    negative_prompt: str | None = Field(None, max_length=2000)
+    scale: float | None = Field(None, ge=0, le=1, description="the seed's name for the denoising strength")
+    strength: float | None = Field(None, ge=0, le=1, description="denoising strength in (0, 1]")
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0, le=50)
     postprocess: bool | None = None
 
     def plan_fields(self) -> dict:
         fields = super().plan_fields()
         if self.inpaint is not None:
             fields["inpaint"] = self.inpaint
-        for option, field in PASS_THROUGH.items():
+        # "scale" first, so an explicit "strength" wins
+        for option in sorted(PASS_THROUGH, key=lambda o: o == "strength"):
+            field = PASS_THROUGH[option]
             if getattr(self, option) is not None and field in Plan.model_fields:
                 fields[field] = getattr(self, option)
         return fields
@@ -92,7 +102,7 @@ class InpaintOptions(MaskOptions):
             unused = [k for k in given if PASS_THROUGH[k] not in Plan.model_fields]
             if unused:
                 note["unused"] = unused
-                note["why_unused"] = "no inpainting variant of this server reads them"
+                note["why_unused"] = "this server's Plan has no field for them"
         return note
 
 

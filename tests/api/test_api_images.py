@@ -117,7 +117,8 @@ def test_inpaint_is_byte_identical_to_retouch_run(api, coffee_run):
 
 def test_inpaint_with_the_seed_payload_equals_the_same_flags(api, work):
     """The seed's payload (nested JSON) and form fields set the same Plan as the CLI flags."""
-    data, sidecar, _ = retouch_run(work, COFFEE, "--mask-type", "binary", "--mask-sigma", "2", "--seed", "4412")
+    data, sidecar, _ = retouch_run(work, COFFEE, "--mask-type", "binary", "--mask-sigma", "2", "--seed", "4412",
+                                   "--prompt", "match surrounding sky", "--strength", "0.85")
     payload = {"image_id": "img_2026_07", "mask": {"type": "binary", "sigma": 2}, "prompt": "match surrounding sky",
                "scale": 0.85, "seed": 4412}
     with api.client() as c:
@@ -136,6 +137,8 @@ def test_inpaint_with_the_seed_payload_equals_the_same_flags(api, work):
         assert record["fingerprint"] == sidecar["fingerprint"] and record["seed"] == 4412
         assert record["plan"]["mask_type"] == "binary" and record["plan"]["mask_sigma"] == 2.0
         assert record["request"]["prompt"] == "match surrounding sky" and record["request"]["scale"] == 0.85
+        assert record["plan"]["prompt"] == "match surrounding sky" and record["plan"]["strength"] == 0.85
+        assert "unused" not in record["request"]
     assert _record(by_payload)["request"]["image_id"] == "img_2026_07"
     assert _record(overridden)["plan"]["mask_type"] == "soft" and overridden.content != data
 
