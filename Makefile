@@ -22,10 +22,12 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 
-# Servers the tests start for real: Redis, Prometheus, Chromium (Debian packages).
+# Servers the tests start for real: Redis, Prometheus, Chromium; the deploy
+# validators: docker-compose (`config`) and kubectl (`kustomize`) (Debian packages).
 system-deps:
 	@missing=""; \
-	for pair in redis-server:redis-server prometheus:prometheus promtool:prometheus chromium:chromium; do \
+	for pair in redis-server:redis-server prometheus:prometheus promtool:prometheus chromium:chromium \
+	            docker-compose:docker-compose kubectl:kubernetes-client; do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -21,7 +21,7 @@ from worker.errors import RetouchError
 
 # Subcommands listed first in help; any other module in orchestration/commands
 # follows in alphabetical order, so adding a command never edits this file.
-FIRST = ["run", "submit", "status", "watch", "worker", "cluster", "models", "eval", "bench"]
+FIRST = ["run", "submit", "status", "watch", "worker", "serve", "cluster", "models", "eval", "bench"]
 
 
 def command_names() -> list[str]:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,22 +82,37 @@ class Server:
             pass
 
 
-def stop_process(pid: int, timeout: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after ``timeout``. True if it was running."""
+def stop_process(pid: int, timeout: float = 10.0, second_term: bool = False) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``. With ``second_term``, a second
+    SIGTERM first (``retouch worker``: stop waiting for running tasks and stop
+    the children) and 10 s more. True if it was running."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
+    if _wait_gone(pid, timeout):
+        return True
+    if second_term:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
             return True
-        time.sleep(0.1)
+        if _wait_gone(pid, 10.0):
+            return True
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -260,16 +276,21 @@ class Supervisor:
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items()}
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, cold: Callable[[], bool] | None = None) -> None:
+        """Warm shutdown: SIGTERM every child (Celery finishes the current task,
+        then exits) and wait up to ``timeout`` s; children still running then,
+        or as soon as ``cold()`` turns true (a second signal), are killed."""
         self.stopping = True
         for proc in self.procs.values():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the current task
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in self.procs.values()):
+            if time.monotonic() >= deadline or (cold is not None and cold()):
+                break
+            time.sleep(0.2)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=5)
 
@@ -345,7 +366,7 @@ def cluster_down(state_dir: Path, timeout: float = 30.0) -> list[str]:
         except ValueError:
             pid_file.unlink()
             continue
-        if _alive(pid) and stop_process(pid, timeout):
+        if _alive(pid) and stop_process(pid, timeout, second_term=name == "worker"):
             stopped.append(name)
         pid_file.unlink()
     return stopped

@@ -163,6 +163,16 @@ class JobStore:
             pipe.expire(key, seconds)
         pipe.execute()
 
+    def cancel(self, job: str) -> bool:
+        """Mark a job cancelled; True the first time. Its tasks that have not
+        run yet then fail their image at once (``job ... was cancelled``)
+        instead of computing, so the job drains quickly and still ends with
+        its manifest."""
+        return bool(self.redis.hsetnx(self.k(job, "meta"), "cancelled_at", json.dumps(time.time())))
+
+    def cancelled(self, job: str) -> bool:
+        return bool(self.redis.hexists(self.k(job, "meta"), "cancelled_at"))
+
     def per_image(self, job: str, what: str) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.k(job, what)).items()}
 
@@ -183,6 +193,7 @@ class JobStatus:
     throughput: float      # finished images per second since the first one started
     finished: bool
     manifest: str | None
+    cancelled: bool = False
 
     @property
     def completed(self) -> int:
@@ -190,6 +201,8 @@ class JobStatus:
 
     def line(self) -> str:
         state = "finished" if self.finished else ("running" if self.sealed else "submitting")
+        if self.cancelled:
+            state = "cancelled" if self.finished else "cancelling"
         return (f"job {self.job}: {state}; {self.total} images: {self.queued} queued, {self.running} running, "
                 f"{self.done} done, {self.failed} failed, {self.skipped} skipped; "
                 f"{self.throughput * 60:.1f} images/min over {self.elapsed:.1f}s"
@@ -214,7 +227,7 @@ def status(store: JobStore, job: str) -> JobStatus:
     finished_n = done + failed + skipped
     return JobStatus(job, total, bool(meta.get("sealed")), max(0, total - finished_n - running), running, done,
                      failed, skipped, elapsed, finished_n / elapsed if elapsed > 0 else 0.0,
-                     bool(meta.get("finished_at")), meta.get("manifest"))
+                     bool(meta.get("finished_at")), meta.get("manifest"), bool(meta.get("cancelled_at")))
 
 
 # --- submit ----------------------------------------------------------------

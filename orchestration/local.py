@@ -24,7 +24,7 @@ from worker.pipeline import graph
 from worker.pipeline.artifacts import IMAGE, PIXELS, Pixels
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
-from worker.pipeline.record import Context, build_record
+from worker.pipeline.record import Context, Trace, build_record
 from worker.pipeline.request import InpaintRequest, request_for
 
 log = logging.getLogger(__name__)
@@ -36,22 +36,36 @@ class Restored:
     record: dict
     confidence: np.ndarray | None = None
     mask: np.ndarray | None = None
+    artifacts: dict = field(default_factory=dict)   # every artifact by name, as the stages left them
+    trace: Trace = field(default_factory=Trace)
 
 
 def restore(img: Image, plan: Plan, cache: ModelCache, user_mask: np.ndarray | None = None,
-            metrics=None, job: str | None = None) -> Restored:
+            metrics=None, job: str | None = None, *, given: dict | None = None, trace: Trace | None = None,
+            until: str | None = None) -> Restored:
     """Run the plan's stages (``worker.pipeline.graph``) on one image. Returns
     the output image (metadata kept) and the record: ops, decisions with
-    reasons, seed, timings, mask stats."""
-    ctx = Context(image=img.name, job=job, metrics=metrics)
+    reasons, seed, timings, mask stats.
+
+    Resuming from earlier work (the HTTP API's chained calls): ``given``
+    artifacts by name are taken as made, and a stage whose products are all
+    among them is not run; ``trace`` is what the stages that made them
+    reported (later stages read it, e.g. the mask statistics). ``until``
+    stops after the named stage."""
+    ctx = Context(image=img.name, job=job, metrics=metrics,
+                  trace=trace.model_copy(deep=True) if trace is not None else Trace())
     arts = {IMAGE: img, PIXELS: Pixels(img.rgb, img.alpha)}
     if user_mask is not None:
         arts["user_mask"] = user_mask
+    arts.update(given or {})
     for stage in graph.stages_for(plan):
-        graph.run_stage(stage, arts, plan, cache, ctx)
+        if not (given and set(stage.produces) <= set(given)):
+            graph.run_stage(stage, arts, plan, cache, ctx)
+        if stage.name == until:
+            break
     out = arts[PIXELS]
     return Restored(img.with_pixels(out.rgb, out.alpha), build_record(img, plan, ctx.trace),
-                    arts.get("confidence"), arts.get("mask"))
+                    arts.get("confidence"), arts.get("mask"), arts, ctx.trace)
 
 
 def sha256(data: bytes) -> str:

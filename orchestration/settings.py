@@ -70,11 +70,27 @@ class Settings(BaseSettings):
                                                        "--metrics-port` (default <state_dir>/metrics-<port>; "
                                                        "wiped at worker start)")
 
+    # --- HTTP API: `retouch serve` (see docs/api.md) ---
+    api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires on /v1/*; without one "
+                                                          "it answers loopback clients only; never logged")
+    api_max_body_mb: float = Field(64.0, description="largest request body the HTTP API reads, in MiB (413 above)")
+    api_request_timeout: float = Field(300.0, description="seconds a synchronous request may wait and compute "
+                                                          "(503 while waiting, 504 past it)")
+    api_concurrency: int = Field(1, description="images the HTTP API's synchronous endpoints process at once")
+    api_gpu_queues: int | None = Field(None, description="gpu.<i> queues that jobs submitted over HTTP route heavy "
+                                                         "stages to (default: the queues running workers announce; "
+                                                         "set it where GPU workers scale to zero)")
+    api_idempotency_ttl: int = Field(86400, description="seconds an Idempotency-Key of POST /v1/jobs is remembered")
+
     @model_validator(mode="after")
     def _limits(self) -> "Settings":
         if self.task_time_limit <= 0 or self.task_soft_time_limit < 0:
             raise ValueError(f"time limits must be positive but are soft {self.task_soft_time_limit}s, "
                              f"hard {self.task_time_limit}s")
+        if self.api_max_body_mb <= 0 or self.api_request_timeout <= 0 or self.api_concurrency < 1:
+            raise ValueError(f"API limits must be positive but are api_max_body_mb {self.api_max_body_mb}, "
+                             f"api_request_timeout {self.api_request_timeout}s, "
+                             f"api_concurrency {self.api_concurrency}")
         if self.task_soft_time_limit > self.task_time_limit:
             raise ValueError(f"task_soft_time_limit ({self.task_soft_time_limit}s) must not exceed "
                              f"task_time_limit ({self.task_time_limit}s)")

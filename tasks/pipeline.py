@@ -91,6 +91,8 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
         return {**message, "status": "failed", "error": str(exc)}
     if job.done:
         return job.to_message()
+    if JobStore(rt.redis).cancelled(job.job):  # DELETE /v1/jobs/<id>: drain without computing
+        return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
     deliveries = _count_delivery(rt, self, label)
     if deliveries > 1:

@@ -76,7 +76,9 @@ def run(args) -> int:
             time.sleep(0.5)
     finally:
         announcer.withdraw()
-        supervisor.stop()
+        # SIGTERM (Kubernetes, docker stop): a warm shutdown, each child finishing
+        # its task, which cannot outlast the hard time limit; a second signal stops now
+        supervisor.stop(timeout=settings.task_time_limit + 30, cold=lambda: len(stop) > 1)
     return 0
 
 
