@@ -275,3 +275,37 @@ def downscale(rgb: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     truth = np.ascontiguousarray(rgb[:h, :w], np.float32)
     low = cv2.resize(truth, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
     return low.astype(np.float32), truth
+
+
+def gaussian_noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Sensor-like noise: independent Gaussian per pixel and channel, ``sigma`` in
+    8-bit units, clipped to [0, 1]. float32 HxWx3."""
+    noise = rng.normal(0.0, sigma / 255.0, rgb.shape).astype(np.float32)
+    return np.clip(rgb + noise, 0.0, 1.0).astype(np.float32)
+
+
+def film_grain(rgb: np.ndarray, strength: float, rng: np.random.Generator, size: float = 0.9) -> np.ndarray:
+    """Film grain: clumps about ``size`` px across (white noise blurred, then
+    renormalised), 85% common to the three channels, strongest in the mid-tones
+    (amplitude ``strength`` 8-bit units at mid-grey, ``strength``/2 at black and
+    white). float32 HxWx3 in [0, 1]."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+
+    def clumps(shape):
+        n = cv2.GaussianBlur(rng.normal(0.0, 1.0, shape).astype(np.float32), (0, 0), size)
+        return n / max(float(n.std()), 1e-6)
+
+    grain = 0.85 * clumps((h, w))[..., None] + 0.15 * np.stack([clumps((h, w)) for _ in range(3)], axis=2)
+    grain /= max(float(grain.std()), 1e-6)
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    amplitude = strength / 255.0 * (0.5 + 2.0 * luma * (1.0 - luma))[..., None]
+    return np.clip(rgb + grain * amplitude, 0.0, 1.0).astype(np.float32)
+
+
+def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``sigma`` px (an out-of-focus or soft scan), float32 HxWx3."""
+    import cv2
+
+    return cv2.GaussianBlur(np.ascontiguousarray(rgb, np.float32), (0, 0), sigma).astype(np.float32)

@@ -74,6 +74,9 @@ class Image:
     exif: bytes | None = None
     format: str = "PNG"
     name: str = "<memory>"
+    # A JPEG's own quantisation tables (64 values each, natural order), or None:
+    # the upscale router estimates the JPEG quality from them (worker.upscale.features).
+    jpeg_tables: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -149,7 +152,16 @@ def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
     return Image(
         rgb=np.ascontiguousarray(arr), alpha=alpha, bit_depth=bit_depth, grey=grey,
         icc_profile=icc, exif=exif_bytes, format=fmt, name=name,
+        jpeg_tables=_jpeg_tables(pil) if fmt == "JPEG" else None,
     )
+
+
+def _jpeg_tables(pil: PILImage.Image) -> tuple[tuple[int, ...], ...] | None:
+    """The quantisation tables Pillow read from a JPEG, in table order (None if it has none)."""
+    tables = getattr(pil, "quantization", None)
+    if not tables:
+        return None
+    return tuple(tuple(int(v) for v in tables[k]) for k in sorted(tables))
 
 
 def _decode_pixels(pil: PILImage.Image, data: bytes, fmt: str, name: str) -> tuple[np.ndarray, int]:
