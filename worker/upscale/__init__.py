@@ -1,7 +1,8 @@
 """Upscaler variants, listed in one registry.
 
 The interpolators (``classical``), the Real-ESRGAN networks shipped as
-weights in the model store (``realesrgan``) and the models a user added to the
+weights in the model store (``realesrgan``), the waifu2x photo models
+(``restoration.waifu2x``) and the models a user added to the
 store (``spandrel_models``, found by name at run time) are one list, so
 ``--upscale NAME``, ``auto`` and ``retouch models list`` see the same names.
 Contracts of the variants: :mod:`worker.upscale.base`.
@@ -13,13 +14,14 @@ from typing import Callable
 
 from worker.registry import Registry, UnknownVariantError
 from worker.upscale import classical, realesrgan, spandrel_models
+from worker.upscale.restoration import waifu2x
 from worker.upscale.base import UpscaleOptions, Upscaler, VariantInfo, target_size, upscale_alpha
 
 __all__ = ["Upscaler", "UpscaleOptions", "VariantInfo", "UnknownVariantError", "VARIANTS", "register",
            "variant_info", "create", "names", "target_size", "upscale_alpha"]
 
 VARIANTS: Registry[VariantInfo] = Registry(
-    "upscale variant", [(v.name, v) for v in classical.VARIANTS + realesrgan.variants()])
+    "upscale variant", [(v.name, v) for v in classical.VARIANTS + realesrgan.variants() + waifu2x.variants()])
 VARIANTS.add_resolver(spandrel_models.resolve)
 
 
