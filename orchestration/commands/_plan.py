@@ -29,6 +29,11 @@ def add_plan_arguments(p) -> None:
                         "under the mask)")
     g.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
     g.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--watermark", action="append", default=[], metavar="FILE|learned|auto",
+                   help="look for a watermark or logo (repeatable): FILE, an RGBA PNG of the mark or a picture of "
+                        "it on a flat background, found at any position, scale (0.5-2x) and rotation (+-45 deg); "
+                        "'learned', learn the mark shared by the batch first (retouch run); 'auto', look for "
+                        "repeated (tiled) marks unaided")
     p.add_argument("--format", help="output format: jpeg, png, tiff, webp, bmp (default: the input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
 
@@ -41,4 +46,5 @@ def plan_from_args(args, model_dir: str | None = None, device: str = "auto") -> 
                      mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
                      no_hallucination=args.no_hallucination, format=args.format, quality=args.quality,
                      device=device, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                     strength=args.strength, steps=args.steps, guidance=args.guidance)
+                     strength=args.strength, steps=args.steps, guidance=args.guidance,
+                     watermarks=[w for w in args.watermark if w != "auto"], watermark_auto="auto" in args.watermark)

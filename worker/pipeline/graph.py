@@ -23,6 +23,7 @@ from worker.pipeline.artifacts import ARTIFACTS, IMAGE, PIXELS
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.record import Context
+from worker.pipeline.watermark_step import watermark
 
 Step = Callable[[steps.Artifacts, Plan, ModelCache, Context], steps.Artifacts]
 
@@ -57,6 +58,9 @@ STAGES: list[Stage] = [
     Stage("detect", steps.detect, consumes=(PIXELS, "user_mask"), produces=("confidence", "mask", "region"),
           heavy=True, applies=op("remove-text"),
           description="text confidence map (DBNet) and the stroke-following soft mask"),
+    Stage("watermark", watermark, consumes=(PIXELS, "confidence", "mask", "region", "overlay"),
+          produces=("confidence", "mask", "region", "overlay"), heavy=True, applies=op("remove-text"),
+          description="watermarks and logos (templates, learned, repeated marks) merged into the text maps"),
     Stage("unblend", steps.unblend, consumes=(PIXELS, "overlay", "region"), produces=(PIXELS, "region"),
           heavy=True, applies=op("remove-text"),
           description="lift semi-transparent overlays by reversing the blend; leave the rest to inpaint"),

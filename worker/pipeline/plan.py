@@ -15,8 +15,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from worker import __version__, inpaint, upscale
 from worker.errors import PlanError, one_line
 from worker.inpaint.base import InpaintParams
+from worker.watermark import WatermarkError, load_template
 
 OPS = ("remove-text", "upscale")
+LEARNED = "learned"  # in Plan.watermarks: the template learned from the batch
 
 
 class Plan(BaseModel):
@@ -40,6 +42,10 @@ class Plan(BaseModel):
     strength: float = 1.0
     steps: int = 30
     guidance: float = 7.5
+    # watermarks and logos (worker.watermark): template files (read by path where the image is processed), or
+    # "learned" (`retouch run` learns one from the batch first); watermark_auto also looks for marks unaided
+    watermarks: list[str] = Field(default_factory=list)
+    watermark_auto: bool = False
 
     @field_validator("ops")
     @classmethod
@@ -113,4 +119,10 @@ def make_plan(model_dir: str | None = None, **fields) -> Plan:
         inpaint.get(plan.inpaint, model_dir)
     if plan.upscale != "auto":
         upscale.variant_info(plan.upscale, upscale.UpscaleOptions(model_dir=model_dir))
+    for path in plan.watermarks:
+        if path != LEARNED:
+            try:
+                load_template(path)
+            except WatermarkError as exc:
+                raise PlanError(str(exc)) from None
     return plan

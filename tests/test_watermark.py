@@ -1,0 +1,111 @@
+"""Watermarks and logos: found from a template at rotated and scaled
+positions, lifted by unblending (compared with the clean photo and the true
+mask), no false marks on clean photos, and the stage inside `retouch run`."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from orchestration.cli import main
+from tests.conftest import photo
+from worker import degrade
+from worker.errors import PlanError
+from worker.pipeline.plan import make_plan
+from worker.quality import metrics
+from worker.unblend import unblend
+from worker.watermark import Template, load_template, save_template, template_marks
+from worker.watermark.match import Occurrence, find, render
+from worker.watermark.template import Pose
+
+
+def logo(colour=(255, 255, 255), letters="RA") -> Template:
+    spec = degrade.LogoSpec(xy=(2, 2), size=60, letters=letters, colour=colour, opacity=1.0)
+    alpha = degrade.logo_layer(64, 64, spec)
+    return Template(np.broadcast_to(np.float32(colour) / 255, (64, 64, 3)).copy(), alpha, "logo")
+
+
+def marked(clean: np.ndarray, template: Template, poses: list[Pose], opacity: float):
+    """The template composited at ``poses`` (8-bit rounded); (observed, true alpha)."""
+    overlay = render(clean.shape[:2], template, [Occurrence(p, 1.0, 1.0, opacity) for p in poses])
+    a = overlay[..., 3:]
+    observed = np.round((a * overlay[..., :3] + (1 - a) * clean) * 255) / 255
+    return observed.astype(np.float32), overlay[..., 3]
+
+
+def telea(observed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    u8 = np.clip(np.rint(observed * 255), 0, 255).astype(np.uint8)
+    return cv2.inpaint(u8, mask.astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32) / 255
+
+
+@pytest.mark.parametrize("name, colour, opacity", [("astronaut", (255, 255, 255), 0.45),
+                                                   ("rocket", (20, 20, 20), 0.45),
+                                                   ("coffee", (230, 60, 40), 0.6)])
+def test_template_found_rotated_and_scaled_and_unblended(name, colour, opacity):
+    clean, template = photo(name), logo(colour)
+    poses = [Pose(70, 80, 1.3, 20), Pose(180, 170, 0.8, -30), Pose(200, 60, 1.0, 38)]
+    observed, alpha = marked(clean, template, poses, opacity)
+    truth = alpha > 0.02
+    marks = template_marks(observed, [template])
+    assert len(marks.records) == 3, marks.records
+    for record, pose in zip(sorted(marks.records, key=lambda r: r["x"]), sorted(poses, key=lambda p: p.x)):
+        assert abs(record["x"] - pose.x) < 0.5 and abs(record["y"] - pose.y) < 0.5
+        assert abs(record["angle"] - pose.angle) < 1.0 and abs(record["scale"] / pose.scale - 1) < 0.02
+        assert abs(record["alpha"] - opacity) < 0.05
+    recall = (marks.region & truth).sum() / truth.sum()
+    false_area = (marks.region & ~truth).sum() / truth.sum()
+    assert recall >= 0.95 and false_area < 0.1
+    restored = unblend(observed, marks.overlay, marks.region)
+    out = telea(restored.rgb, restored.remaining) if restored.remaining.any() else restored.rgb
+    psnr, baseline = metrics.psnr(clean, out, truth), metrics.psnr(clean, telea(observed, truth), truth)
+    assert psnr > baseline + 5, (psnr, baseline)
+
+
+def test_no_false_marks_on_clean_photos():
+    template = logo()
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle"):
+        found, _ = find(photo(name), template)
+        assert not found, (name, [o.record(template) for o in found])
+
+
+def test_template_on_a_flat_background_gives_its_alpha(tmp_path):
+    template = logo((250, 240, 60))
+    picture = 0.1 + template.alpha[..., None] * (template.colour - 0.1)  # the mark over dark grey
+    path = tmp_path / "mark.jpg"
+    cv2.imwrite(str(path), np.rint(picture[..., ::-1] * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    read = load_template(path)
+    assert read.alpha.shape[0] >= 60 and np.abs(read.colour[read.alpha > 0.5].mean(axis=0) - template.colour[0]).max() < 0.08  # JPEG chroma
+    h, w = min(read.alpha.shape[0], 64), min(read.alpha.shape[1], 64)
+    ys, xs = np.nonzero(template.alpha > 0.02)
+    crop = template.alpha[max(0, ys.min() - 2):, max(0, xs.min() - 2):][:h, :w]
+    assert np.abs(read.alpha[:h, :w] - crop).mean() < 0.03
+
+
+def test_missing_template_is_a_plan_error(tmp_path):
+    with pytest.raises(PlanError, match="nothing.png"):
+        make_plan(watermarks=[str(tmp_path / "nothing.png")])
+
+
+def test_watermark_stage_runs_in_retouch_run(tmp_path):
+    clean, template = photo("chelsea"), logo((250, 240, 60))
+    observed, alpha = marked(clean, template, [Pose(70, 80, 1.3, 20), Pose(180, 170, 0.8, -30)], 0.45)
+    save_template(template, tmp_path / "logo.png")
+    save_template(logo((255, 255, 255), "ZQ"), tmp_path / "other.png")  # matches nothing here
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "cat.png"), np.rint(observed[..., ::-1] * 255).astype(np.uint8))
+    code = main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--watermark", str(tmp_path / "logo.png"), "--watermark", str(tmp_path / "other.png")])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "cat.png.json").read_text())
+    marks = record["watermarks"]["marks"]
+    assert len(marks) == 2 and all(m["template"].endswith("logo.png") for m in marks)
+    assert len(record["watermarks"]["notes"]) == 1 and "other.png: no occurrence found" in record["watermarks"]["notes"][0]
+    decisions = {(d["stage"], d["variant"]) for d in record["decisions"]}
+    assert ("watermark", "unblend") in decisions and ("watermark", "none") in decisions
+    assert ("unblend", "reverse-blend") in decisions
+    out = cv2.imread(str(tmp_path / "out" / "cat.png"))[..., ::-1].astype(np.float32) / 255
+    truth = alpha > 0.02
+    assert metrics.psnr(clean, out, truth) > metrics.psnr(clean, telea(observed, truth), truth) + 3

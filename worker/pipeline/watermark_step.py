@@ -1,0 +1,67 @@
+"""The ``watermark`` stage: marks the text detector misses, merged into its maps.
+
+Runs after ``detect`` and before ``unblend`` (see :mod:`worker.pipeline.graph`).
+With templates in the plan (``Plan.watermarks``) it finds every occurrence of
+each (:mod:`worker.watermark.match`); with ``Plan.watermark_auto`` it also
+looks for repeated marks unaided (:mod:`worker.watermark.tiled`). What it finds
+is merged into detect's maps (max of confidence and soft mask, union of the
+region, the overlay with the larger alpha per pixel), so ``unblend`` restores
+the photo under the semi-transparent parts and ``inpaint`` fills the opaque ones.
+A template that matches nothing is a one-line note in the record and the image
+goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from worker.pipeline.artifacts import PIXELS
+from worker.pipeline.cache import ModelCache
+from worker.pipeline.plan import LEARNED, Plan
+from worker.pipeline.record import Context
+from worker.pipeline.select import Decision
+from worker.watermark import Marks, load_template, merge, template_marks
+
+log = logging.getLogger(__name__)
+
+
+def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
+    """pixels, confidence, mask, region, overlay -> the same four maps with the
+    marks merged in (nothing when the plan asks for no watermark search)."""
+    paths = [p for p in plan.watermarks if p != LEARNED]
+    if not paths and not plan.watermark_auto and LEARNED not in plan.watermarks:
+        return {}
+    rgb = arts[PIXELS].rgb
+    start = time.perf_counter()
+    marks = Marks.empty(rgb.shape[:2])
+    if LEARNED in plan.watermarks:
+        marks.notes.append("learned: no learned template reached this image (retouch run --watermark learned "
+                           "learns it from the batch; elsewhere learn it first with retouch watermark learn)")
+    templates = [load_template(p) for p in paths]
+    template_marks(rgb, templates, marks)
+    ctx.timed("watermark", "template" if templates else "auto", "cpu", time.perf_counter() - start)
+    by_source: dict[str, list[dict]] = {}
+    for record in marks.records:
+        by_source.setdefault(record.get("template", record["kind"]), []).append(record)
+    for source in [t.name for t in templates] + (["auto"] if plan.watermark_auto else []):
+        found = by_source.get(source, []) if source != "auto" else [r for r in marks.records if r["kind"] != "template"]
+        if found:
+            alphas = [r["alpha"] for r in found]
+            ctx.decided(Decision("watermark", "unblend" if max(alphas) <= 0.85 else "inpaint",
+                                 "template" if source != "auto" else "auto",
+                                 f"{len(found)} mark(s) from {source}: alpha {min(alphas):.2f}-{max(alphas):.2f}, "
+                                 f"{'unblended where semi-transparent' if min(alphas) <= 0.85 else 'opaque'}, "
+                                 "the rest inpainted",
+                                 {"source": source, "marks": len(found), "alpha_min": min(alphas),
+                                  "alpha_max": max(alphas), "score_min": min(r["score"] for r in found)}))
+        else:
+            ctx.decided(Decision("watermark", "none", "no-match", next(
+                (n for n in marks.notes if n.startswith(source)), f"{source}: nothing found"), {"source": source}))
+    for note in marks.notes:
+        log.info("%s: %s", ctx.image, note)
+    ctx.note("watermarks", {"marks": marks.records, "notes": marks.notes,
+                            "coverage": round(float(marks.region.mean()), 5)})
+    if not marks.records:
+        return {}
+    return merge(arts.get("confidence"), arts.get("mask"), arts.get("region"), arts.get("overlay"), marks)

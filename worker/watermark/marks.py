@@ -1,0 +1,83 @@
+"""What the watermark stage hands on: maps in the text detector's format, the
+overlay estimate, and one JSON-able record per mark found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from worker.watermark import match
+from worker.watermark.template import ALPHA_FLOOR, Template
+
+
+@dataclass
+class Marks:
+    """``confidence``, ``soft``: float32 HxW in [0, 1]; ``region``: bool HxW
+    (the pixels the marks touch: alpha above 0.02); ``overlay``: float32 HxWx4
+    (colour, alpha); ``records``: one dict per mark (kind, position, angle,
+    scale or period, alpha, colour, score); ``notes``: one line per template
+    or detector that found nothing, saying why."""
+
+    confidence: np.ndarray
+    soft: np.ndarray
+    region: np.ndarray
+    overlay: np.ndarray
+    records: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> "Marks":
+        return cls(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, bool),
+                   np.zeros(shape + (4,), np.float32))
+
+    def add(self, overlay: np.ndarray, score: float, records: list[dict]) -> None:
+        """Merge one finding's overlay (the larger alpha wins) with its score as confidence."""
+        alpha = overlay[..., 3]
+        touched = alpha > ALPHA_FLOOR
+        larger = alpha > self.overlay[..., 3]
+        self.overlay[larger] = overlay[larger]
+        self.region |= touched
+        self.confidence = np.maximum(self.confidence, np.where(touched, np.float32(score), 0).astype(np.float32))
+        feather = cv2.GaussianBlur(touched.astype(np.float32), (0, 0), 1.0)
+        self.soft = np.maximum(self.soft, np.maximum(touched, np.clip(2 * feather, 0, 1))).astype(np.float32)
+        self.records.extend(records)
+
+
+def template_marks(rgb: np.ndarray, templates: list[Template], marks: Marks | None = None) -> Marks:
+    """Every occurrence of every template in ``rgb`` (float32 HxWx3), merged into ``marks``."""
+    marks = marks if marks is not None else Marks.empty(rgb.shape[:2])
+    for template in templates:
+        found, rejected = match.find(rgb, template)
+        if not found:
+            best = rejected[0] if rejected else None
+            marks.notes.append(f"{template.name}: no occurrence found" + (
+                f" (best candidate: correlation {best.score:.2f}, overlay fit {best.fit:.2f})" if best else
+                " (no candidate above the coarse correlation threshold)"))
+            continue
+        for occurrence in found:
+            marks.add(match.render(rgb.shape[:2], template, [occurrence]), occurrence.score,
+                      [occurrence.record(template)])
+    return marks
+
+
+def merge(confidence: np.ndarray | None, soft: np.ndarray | None, region: np.ndarray | None,
+          overlay: np.ndarray | None, marks: Marks) -> dict:
+    """The detector's maps with the marks merged in: max of confidence and soft
+    mask, union of region. The overlay: where a mark was fitted (alpha above
+    0.02) its estimate is kept, since it was measured against the image (the
+    text detector's estimate of a logo's letters is typically opaque, which
+    would send the whole mark to the inpainter); elsewhere the detector's.
+    A missing map (None) is taken as empty."""
+    shape = marks.region.shape
+    confidence = np.zeros(shape, np.float32) if confidence is None else confidence
+    soft = np.zeros(shape, np.float32) if soft is None else soft
+    region = np.zeros(shape, bool) if region is None else region
+    out = marks.overlay.copy()
+    if overlay is not None:
+        keep = marks.overlay[..., 3] <= ALPHA_FLOOR
+        out[keep] = overlay[keep]
+    return {"confidence": np.maximum(confidence, marks.confidence).astype(np.float32),
+            "mask": np.maximum(soft, marks.soft).astype(np.float32),
+            "region": region | marks.region, "overlay": out.astype(np.float32)}

@@ -1,0 +1,274 @@
+"""Finding a template's occurrences in one image, across scale and rotation,
+and estimating each one's overlay (colour and alpha) so the photo under it
+can be unblended.
+
+1. Coarse search: the image's gradient magnitude (all three channels) is matched
+   (``cv2.matchTemplate``, normalised correlation, masked to the mark) against
+   the template's alpha-gradient magnitude warped over a grid of scales and
+   angles, on a half-resolution copy when the template is large enough.
+   Gradients, not colours: a semi-transparent mark shifts the photo by
+   ``alpha * (colour - photo)``, whose sign and size change with the photo, but
+   its edges stay where the alpha changes.
+2. Refinement: each candidate's position, scale and angle are refined
+   continuously (Nelder-Mead on the same correlation, at full resolution),
+   then polished to a fraction of a pixel by minimising the roughness of the
+   photo the overlay would leave after unblending (the right pose leaves no
+   trace of the mark's edges).
+3. Alpha by least squares: the photo under the mark is estimated by inpainting
+   the mark's support (Telea), and the template's alpha scale ``k`` minimises
+   ``|observed - photo - k * alpha * (colour - photo)|^2``. The fit's R^2 is
+   the verification: a candidate whose overlay explains little of the image
+   change is not a mark.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.optimize import minimize
+
+from worker.watermark.template import ALPHA_FLOOR, Pose, Template, extent, warp
+
+SCALES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 17))
+ANGLES = tuple(float(a) for a in np.arange(-45.0, 45.1, 5.0))
+COARSE_MIN = 0.20   # normalised gradient correlation a coarse candidate needs
+MIN_SCORE = 0.30    # refined correlation an occurrence needs
+MIN_FIT = 0.30      # R^2 of the overlay fit an occurrence needs
+MAX_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One place the template was found: its ``pose``, ``score`` (refined
+    gradient correlation, 0-1), ``fit`` (R^2 of the overlay against the image)
+    and ``alpha_scale`` (the mark's opacity relative to the template's alpha)."""
+
+    pose: Pose
+    score: float
+    fit: float
+    alpha_scale: float
+
+    def record(self, template: Template) -> dict:
+        alpha = self.alpha_scale * float(template.alpha.max())
+        colour = np.average(template.colour.reshape(-1, 3), axis=0, weights=template.alpha.reshape(-1) + 1e-9)
+        return {"kind": "template", "template": template.name, "x": round(self.pose.x, 2),
+                "y": round(self.pose.y, 2), "scale": round(self.pose.scale, 4), "angle": round(self.pose.angle, 2),
+                "alpha": round(min(alpha, 1.0), 3), "colour": [round(float(c), 3) for c in colour],
+                "score": round(self.score, 3), "fit": round(self.fit, 3)}
+
+
+def gradient(grey: np.ndarray, sigma: float = 0.8) -> np.ndarray:
+    """Gradient magnitude of a float32 HxW image, slightly smoothed first."""
+    smooth = cv2.GaussianBlur(grey, (0, 0), sigma)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def colour_gradient(rgb: np.ndarray, sigma: float = 0.8) -> np.ndarray:
+    """Gradient magnitude over the three channels together: a red mark on a
+    photo of the same luma has edges in colour only."""
+    smooth = cv2.GaussianBlur(np.ascontiguousarray(rgb, np.float32), (0, 0), sigma)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    return np.sqrt((gx * gx + gy * gy).sum(axis=2)).astype(np.float32)
+
+
+def _shrunk(template: Template, factor: float) -> Template:
+    if factor == 1:
+        return template
+    h, w = template.alpha.shape
+    size = (max(4, round(w / factor)), max(4, round(h / factor)))
+    premult = cv2.resize(template.colour * template.alpha[..., None], size, interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(template.alpha, size, interpolation=cv2.INTER_AREA)
+    colour = premult / np.maximum(alpha, 1e-6)[..., None]
+    return Template(np.clip(colour, 0, 1).astype(np.float32), alpha.astype(np.float32), template.name)
+
+
+def _features(template: Template, pose: Pose, box) -> tuple[np.ndarray, np.ndarray]:
+    """(template gradient magnitude, support mask) warped into ``box``."""
+    _, alpha = warp(template, pose, box)
+    support = cv2.dilate((alpha > ALPHA_FLOOR).astype(np.uint8), np.ones((5, 5), np.uint8))
+    return gradient(alpha), support
+
+
+def coarse_search(feature: np.ndarray, template: Template, scales=SCALES, angles=ANGLES,
+                  threshold: float = COARSE_MIN) -> list[tuple[float, Pose]]:
+    """(score, pose) candidates on ``feature`` (a gradient magnitude map, possibly
+    reduced), best first, one per neighbourhood. Poses are in ``feature``'s pixels;
+    marks cut by the border are found too (the map is zero-padded)."""
+    h, w = feature.shape
+    found: list[tuple[float, Pose, float]] = []
+    for scale in scales:
+        for angle in angles:
+            probe = Pose(0.0, 0.0, scale, angle)
+            x0, y0, x1, y1 = extent(template, probe, pad=2)
+            bw, bh = x1 - x0, y1 - y0
+            if bw < 6 or bh < 6 or bw > 2 * w or bh > 2 * h:
+                continue
+            tfeat, support = _features(template, probe, (x0, y0, x1, y1))
+            if tfeat.std() < 1e-6:
+                continue
+            px, py = bw // 2, bh // 2
+            padded = cv2.copyMakeBorder(feature, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
+            score = cv2.matchTemplate(padded, tfeat, cv2.TM_CCOEFF_NORMED, mask=support.astype(np.float32))
+            score = np.nan_to_num(score, nan=0.0, posinf=0.0, neginf=0.0)
+            # local maxima over a neighbourhood a quarter of the mark wide
+            radius = max(1, min(bw, bh) // 4)
+            peaks = (score == cv2.dilate(score, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8))) & (score >= threshold)
+            for ty, tx in zip(*np.nonzero(peaks)):
+                # the top-left (tx, ty) in padded coordinates -> the template centre in feature coordinates
+                found.append((float(score[ty, tx]), Pose(tx - px - x0, ty - py - y0, scale, angle), min(bw, bh)))
+    found.sort(key=lambda f: -f[0])
+    kept: list[tuple[float, Pose, float]] = []
+    for s, pose, side in found:
+        if all(math.hypot(pose.x - k.x, pose.y - k.y) > 0.5 * min(side, ks) for _, k, ks in kept):
+            kept.append((s, pose, side))
+        if len(kept) >= MAX_CANDIDATES:
+            break
+    return [(s, p) for s, p, _ in kept]
+
+
+def _clip_box(box, shape) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    return max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)
+
+
+def _correlation(feature: np.ndarray, template: Template, pose: Pose) -> float:
+    box = _clip_box(extent(template, pose, pad=3), feature.shape)
+    if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+        return 0.0
+    tfeat, support = _features(template, pose, box)
+    m = support.astype(bool)
+    a, b = feature[box[1]:box[3], box[0]:box[2]][m], tfeat[m]
+    if a.size < 16 or a.std() < 1e-6 or b.std() < 1e-6:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def refine(feature: np.ndarray, template: Template, pose: Pose, step: tuple[float, float, float, float]) -> tuple[float, Pose]:
+    """Nelder-Mead on (x, y, log scale, angle) maximising the gradient correlation."""
+    def cost(v):
+        return -_correlation(feature, template, Pose(v[0], v[1], math.exp(v[2]), v[3]))
+
+    start = np.array([pose.x, pose.y, math.log(pose.scale), pose.angle])
+    simplex = np.vstack([start] + [start + np.eye(4)[i] * step[i] for i in range(4)])
+    result = minimize(cost, start, method="Nelder-Mead",
+                      options={"initial_simplex": simplex, "xatol": 0.02, "fatol": 1e-4, "maxfev": 300})
+    v = result.x
+    return -float(result.fun), Pose(float(v[0]), float(v[1]), float(math.exp(v[2])), float(v[3]))
+
+
+def fit_alpha(rgb: np.ndarray, template: Template, pose: Pose) -> tuple[float, float]:
+    """(alpha scale k, R^2): the least-squares scale of the template's alpha at
+    ``pose`` against the image, the photo under the mark estimated by inpainting."""
+    box = _clip_box(extent(template, pose, pad=6), rgb.shape)
+    colour, alpha = warp(template, pose, box)
+    crop = rgb[box[1]:box[3], box[0]:box[2]]
+    support = alpha > ALPHA_FLOOR
+    if support.sum() < 8:
+        return 0.0, 0.0
+    hole = cv2.dilate(support.astype(np.uint8), np.ones((3, 3), np.uint8))
+    photo = cv2.inpaint(np.clip(np.rint(crop * 255), 0, 255).astype(np.uint8), hole, 3,
+                        cv2.INPAINT_TELEA).astype(np.float32) / 255.0
+    d = (crop - photo)[support]
+    g = (alpha[..., None] * (colour - photo))[support]
+    gg = float((g * g).sum())
+    if gg < 1e-8:
+        return 0.0, 0.0
+    k = float((d * g).sum() / gg)
+    k = float(np.clip(k, 0.0, 1.0 / max(float(alpha.max()), 1e-6)))
+    residual = float(((d - k * g) ** 2).sum())
+    total = float(((d - d.mean(axis=0)) ** 2).sum()) + 1e-12
+    return k, max(0.0, 1.0 - residual / total)
+
+
+def _roughness(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> float:
+    """Mean absolute gradient of the photo recovered under the mark at ``pose``:
+    the right pose and alpha leave no trace of the mark's edges."""
+    box = _clip_box(extent(template, pose, pad=3), rgb.shape)
+    if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+        return float("inf")
+    colour, alpha = warp(template, pose, box)
+    a = np.minimum(alpha * k, 0.85)[..., None]
+    crop = rgb[box[1]:box[3], box[0]:box[2]]
+    photo = (crop - a * colour) / (1.0 - a)
+    near = cv2.dilate((alpha > ALPHA_FLOOR).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    dx = np.abs(np.diff(photo, axis=1)).sum(axis=2)
+    dy = np.abs(np.diff(photo, axis=0)).sum(axis=2)
+    return float(dx[near[:, 1:]].mean() + dy[near[1:, :]].mean())
+
+
+def polish(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> Pose:
+    """Sub-pixel pose refinement: Nelder-Mead on (x, y, log scale, angle)
+    minimising the roughness of the unblended photo (alpha scale ``k`` held)."""
+    def cost(v):
+        return _roughness(rgb, template, Pose(v[0], v[1], math.exp(v[2]), v[3]), k)
+
+    start = np.array([pose.x, pose.y, math.log(pose.scale), pose.angle])
+    simplex = np.vstack([start] + [start + np.eye(4)[i] * s for i, s in enumerate((0.5, 0.5, 0.01, 0.5))])
+    result = minimize(cost, start, method="Nelder-Mead",
+                      options={"initial_simplex": simplex, "xatol": 0.01, "fatol": 1e-6, "maxfev": 200})
+    v = result.x
+    return Pose(float(v[0]), float(v[1]), float(math.exp(v[2])), float(v[3]))
+
+
+def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_score: float = MIN_SCORE,
+         min_fit: float = MIN_FIT) -> tuple[list[Occurrence], list[Occurrence]]:
+    """Every occurrence of ``template`` in ``rgb`` (float32 HxWx3 in [0, 1]).
+    Returns (accepted, rejected candidates): accepted ones best first, none
+    overlapping another by more than half its size."""
+    feature = colour_gradient(rgb)
+    th, tw = template.alpha.shape
+    factor = 2 if min(th, tw) * min(scales) >= 48 and min(rgb.shape[:2]) >= 256 else 1
+    small_feature = feature if factor == 1 else colour_gradient(cv2.resize(rgb, None, fx=1 / factor, fy=1 / factor,
+                                                                           interpolation=cv2.INTER_AREA))
+    small = _shrunk(template, factor)
+    # the shrunken template's centre maps to the full one's centre
+    sh, sw = small.alpha.shape
+    candidates = coarse_search(small_feature, small, scales, angles)
+    scale_step = math.log(scales[1] / scales[0]) / 2 if len(scales) > 1 else 0.02
+    angle_step = (angles[1] - angles[0]) / 2 if len(angles) > 1 else 1.0
+    accepted: list[Occurrence] = []
+    rejected: list[Occurrence] = []
+    for _, coarse in candidates:
+        cx = (coarse.x + 0.5) * factor - 0.5
+        cy = (coarse.y + 0.5) * factor - 0.5
+        start = Pose(cx, cy, coarse.scale * (sw * factor / tw), coarse.angle)
+        if any(math.hypot(start.x - o.pose.x, start.y - o.pose.y) < 0.4 * min(th, tw) * o.pose.scale for o in accepted):
+            continue
+        score, pose = refine(feature, template, start, (factor * 1.0, factor * 1.0, scale_step, angle_step))
+        k, fit = fit_alpha(rgb, template, pose)
+        if score >= min_score and fit >= min_fit and k >= 0.05:
+            pose = polish(rgb, template, pose, k)
+            k, fit = fit_alpha(rgb, template, pose)
+        occurrence = Occurrence(pose, score, fit, k)
+        overlaps = any(math.hypot(pose.x - o.pose.x, pose.y - o.pose.y) < 0.5 * min(th, tw) * o.pose.scale
+                       for o in accepted)
+        if score >= min_score and fit >= min_fit and k >= 0.05 and not overlaps:
+            accepted.append(occurrence)
+        elif not overlaps:
+            rejected.append(occurrence)
+    accepted.sort(key=lambda o: -o.score)
+    rejected.sort(key=lambda o: -o.score)
+    return accepted, rejected
+
+
+def render(shape: tuple[int, int], template: Template, occurrences: list[Occurrence]) -> np.ndarray:
+    """The overlay estimate of ``occurrences``: float32 HxWx4 (colour, alpha),
+    alpha 0 elsewhere; where two overlap, the larger alpha wins."""
+    overlay = np.zeros(shape + (4,), np.float32)
+    for o in occurrences:
+        box = _clip_box(extent(template, o.pose, pad=2), shape)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        colour, alpha = warp(template, o.pose, box)
+        alpha = np.clip(alpha * o.alpha_scale, 0, 1)
+        target = overlay[box[1]:box[3], box[0]:box[2]]
+        larger = alpha > target[..., 3]
+        target[larger, :3] = colour[larger]
+        target[larger, 3] = alpha[larger]
+    return overlay
