@@ -7,9 +7,12 @@ done, and keeps going when an image fails.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ import numpy as np
 
 from worker.errors import RetouchError
 from worker.files import atomic_write
-from worker.io import EXTENSIONS, SUFFIX, Image, decode, decode_map, encode, encode_map, format_name
+from worker.io import EXTENSIONS, SUFFIX, Image, ImageError, decode, decode_map, encode, encode_map, format_name
 from worker.pipeline import graph
 from worker.pipeline.artifacts import IMAGE, PIXELS, Pixels
 from worker.pipeline.cache import ModelCache
@@ -95,38 +98,108 @@ class BatchReport:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
-    """(file, root) pairs: named files as given, folders searched recursively
-    for known image extensions (hidden files skipped), in sorted order."""
-    found: list[tuple[Path, Path]] = []
+@dataclass
+class Search:
+    """What :func:`search` found: (file, root) pairs to restore, and every path
+    the search met but could not read (a ``failed`` Outcome each, with its cause)."""
+
+    files: list[tuple[Path, Path]] = field(default_factory=list)
+    failed: list[Outcome] = field(default_factory=list)
+
+
+def search(paths: Iterable[str | Path], exclude: Path | None = None) -> Search:
+    """Named files as given; folders searched recursively (symbolic links
+    followed) for known image extensions, hidden entries skipped, each folder in
+    name order. A path that cannot be read, a dangling link and a link loop,
+    named or met in a folder, is reported as failed rather than skipped."""
+    found = Search()
     exclude = exclude.resolve() if exclude else None
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if not f.is_file() or f.suffix.lower() not in EXTENSIONS:
-                    continue
-                rel = f.relative_to(path)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                if exclude and exclude in f.resolve().parents:
-                    continue
-                found.append((f, path))
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            found.failed.append(Outcome(path, "failed", error=f"{path}: {_unreadable(path, exc)}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _walk(path, path, exclude, found, frozenset({(st.st_dev, st.st_ino)}))
         else:
-            found.append((path, path.parent))
+            found.files.append((path, path.parent))
     return found
 
 
+def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """The files of :func:`search` alone (callers that report nothing)."""
+    return search(paths, exclude).files
+
+
+def _walk(folder: Path, root: Path, exclude: Path | None, found: Search, ancestors: frozenset) -> None:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        found.failed.append(Outcome(folder, "failed", error=f"{folder}: cannot read folder ({exc.strerror or exc})"))
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            found.failed.append(Outcome(path, "failed", error=f"{path}: {_unreadable(path, exc)}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in ancestors:
+                found.failed.append(Outcome(path, "failed", error=f"{path}: symbolic link loop (leads back to "
+                                                                  f"{path.resolve()}, a folder above it)"))
+            elif exclude is None or path.resolve() != exclude:
+                _walk(path, root, exclude, found, ancestors | {(st.st_dev, st.st_ino)})
+        elif stat.S_ISREG(st.st_mode) and path.suffix.lower() in EXTENSIONS:
+            if exclude is None or exclude not in path.resolve().parents:
+                found.files.append((path, root))
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    """Why ``os.stat(path)`` failed, in words."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link leads back to itself)"
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+    if exc.errno == errno.ENOENT:
+        return "no such file or folder"
+    return f"cannot read ({exc.strerror or exc})"
+
+
+def _fit(name: str, tail: str = "") -> str:
+    """``name + tail`` as a file name of at most 255 bytes: too long, the name
+    is cut and a hash of it added, so distinct names stay distinct."""
+    full = name + tail
+    if len(full.encode()) <= _NAME_MAX:
+        return full
+    mark = "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    room = _NAME_MAX - len((mark + tail).encode())
+    head = name.encode()[:room].decode("utf-8", "ignore")
+    return head + mark + tail
+
+
+_NAME_MAX = 255
+
+
 def output_paths(source: Path, root: Path, out_dir: Path, fmt: str | None, src_format: str | None) -> dict[str, Path]:
+    """The output (the input's name; with ``fmt``, its stem and the format's
+    suffix), its sidecar ``<output name>.json``, and the maps, named from the
+    full input name (``x.png.mask.png``, ``x.jpg.mask.png``: no collisions)."""
     rel = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
     target_format = format_name(fmt or src_format or "PNG")
     base = out_dir / rel.parent
     suffix = source.suffix if not fmt and source.suffix.lower() in EXTENSIONS else SUFFIX.get(target_format, ".png")
+    output = rel.name if suffix == source.suffix else _fit(rel.stem, suffix)
     return {
-        "output": base / f"{rel.stem}{suffix}",
-        "sidecar": base / f"{rel.stem}{suffix}.json",
-        "confidence": base / f"{rel.stem}.confidence.png",
-        "mask": base / f"{rel.stem}.mask.png",
+        "output": base / output,
+        "sidecar": base / _fit(output, ".json"),
+        "confidence": base / _fit(rel.name, ".confidence.png"),
+        "mask": base / _fit(rel.name, ".mask.png"),
     }
 
 
@@ -156,9 +229,9 @@ def process_file(source: Path, root: Path, out_dir: Path, plan: Plan, cache: Mod
     try:
         img = decode(data, str(source), max_pixels)
         user_mask = None
-        if mask_dir is not None and (mask_dir / f"{source.stem}.png").is_file():
-            mask_file = mask_dir / f"{source.stem}.png"
-            user_mask = decode_map(mask_file.read_bytes(), str(mask_file))
+        mask_file = _user_mask_file(mask_dir, source) if mask_dir is not None else None
+        if mask_file is not None:
+            user_mask = decode_map(_read_mask(mask_file), str(mask_file))
         restored = restore(img, plan, cache, user_mask, metrics=metrics)
         out_bytes = encode(restored.image, plan.format, plan.quality)
     except RetouchError as exc:
@@ -169,6 +242,32 @@ def process_file(source: Path, root: Path, out_dir: Path, plan: Plan, cache: Mod
         return Outcome(source, "failed", error=f"{source}: {type(exc).__name__}: {exc}",
                        seconds=time.perf_counter() - start)
 
+    try:
+        _write_outputs(source, paths, out_bytes, restored, plan, img, save_masks, start, input_sha)
+    except OSError as exc:   # e.g. a full disk or a read-only output folder: this image fails, the batch goes on
+        where = exc.filename or paths["output"]
+        return Outcome(source, "failed", error=f"{source}: cannot write {where} ({exc.strerror or exc})",
+                       seconds=time.perf_counter() - start)
+    return Outcome(source, "ok", paths["output"], seconds=time.perf_counter() - start)
+
+
+def _user_mask_file(mask_dir: Path, source: Path) -> Path | None:
+    """``<image name>.png`` (``x.jpg.png``), else ``<image stem>.png``."""
+    for candidate in (mask_dir / _fit(source.name, ".png"), mask_dir / f"{source.stem}.png"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_mask(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(str(path), f"cannot read the user mask ({exc.strerror or exc})") from None
+
+
+def _write_outputs(source: Path, paths: dict[str, Path], out_bytes: bytes, restored: Restored, plan: Plan,
+                   img: Image, save_masks: bool, start: float, input_sha: str) -> None:
     paths["output"].parent.mkdir(parents=True, exist_ok=True)
     atomic_write(paths["output"], out_bytes)
     record = restored.record
@@ -182,7 +281,6 @@ def process_file(source: Path, root: Path, out_dir: Path, plan: Plan, cache: Mod
         record["artifacts"] = {"confidence": str(paths["confidence"]), "mask": str(paths["mask"])}
     record["timings"]["total"] = round(time.perf_counter() - start, 4)
     atomic_write(paths["sidecar"], json.dumps(record, indent=2, default=_json_default).encode())
-    return Outcome(source, "ok", paths["output"], seconds=time.perf_counter() - start)
 
 
 def _json_default(value):
@@ -199,13 +297,21 @@ def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: 
     (``worker.pipeline.request``, matched by name or stem) uses the plan with
     the request's settings."""
     report = BatchReport()
+    claimed: dict[Path, Path] = {}   # output -> the input that writes it
     for source, root in files:
         request = request_for(requests or {}, source)
+        output = output_paths(source, root, out_dir, plan.format, EXTENSIONS.get(source.suffix.lower()))["output"]
         try:
             image_plan = request.apply(plan, cache.model_dir) if request is not None else plan
         except RetouchError as exc:   # e.g. a variant this store lacks: that image fails, the batch goes on
             outcome = Outcome(source, "failed", error=f"{source}: request: {exc}")
         else:
+            outcome = None
+        if outcome is None and claimed.setdefault(output, source) != source:
+            outcome = Outcome(source, "failed", error=f"{source}: its output {output} is also the output of "
+                                                      f"{claimed[output]}; with --format, names that differ only "
+                                                      "in their extension collide: rename one")
+        if outcome is None:
             outcome = process_file(source, root, out_dir, image_plan, cache, max_pixels=max_pixels, force=force,
                                    save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
         if metrics is not None:

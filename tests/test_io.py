@@ -143,11 +143,20 @@ def test_pixel_bomb_refused_before_decoding():
         decode(buf.getvalue(), "bomb.png", max_pixels=1_000_000)
 
 
-def test_unsupported_mode_float_tiff():
+def test_float_tiff_kept_float_and_hdr_refused():
+    import tifffile
+
+    grey = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
     buf = BytesIO()
-    PILImage.fromarray(np.ones((10, 10), np.float32), "F").save(buf, "TIFF")
-    with pytest.raises(ImageError, match="unsupported pixel mode"):
-        decode(buf.getvalue(), "float.tif")
+    PILImage.fromarray(grey, "F").save(buf, "TIFF")
+    img = decode(buf.getvalue(), "float.tif")
+    assert img.bit_depth == 32 and img.grey and np.array_equal(img.rgb[:, :, 0], grey)
+    back = tifffile.imread(BytesIO(encode(img)))
+    assert back.dtype == np.float32 and np.array_equal(back, grey)
+    buf = BytesIO()
+    tifffile.imwrite(buf, np.full((10, 10, 3), 4.0, np.float32), photometric="rgb")
+    with pytest.raises(ImageError, match=r"float TIFF samples span 4\.\.4: .*HDR"):
+        decode(buf.getvalue(), "hdr.tif")
 
 
 def test_maps_round_trip_at_16_bit():

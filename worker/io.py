@@ -2,12 +2,17 @@
 
 Every image inside retouch is an :class:`Image`: colour as float32 HxWx3 in
 [0, 1] (grey inputs are replicated to three channels and written back as grey),
-an optional float32 HxW alpha in [0, 1], the source bit depth (8 or 16), the ICC
-profile and the EXIF block (orientation already applied and reset to 1), and the
-source format, so that the output can keep it.
+an optional float32 HxW alpha in [0, 1], the source bit depth (8, 16, or 32 for
+float samples), the ICC profile and the EXIF block (orientation already applied
+and reset to 1), the source format, and whether a WebP was lossless, so that
+the output can keep them.
 
-Pillow decodes everything except 16-bit colour, which Pillow truncates: 16-bit
-RGB(A) PNG goes through OpenCV and 16-bit RGB(A) TIFF through tifffile.
+PNG is decoded by libpng (imagecodecs), which refuses missing rows, after
+every chunk's CRC is checked; 16-bit, float and planar-separate TIFF by
+tifffile; the rest by Pillow, except 32-bit BMP alpha, which Pillow reads as
+padding. A file holding several pages or frames is refused, never cut to its
+first one. Everything a decoder raises on bad bytes becomes one
+:class:`ImageError` line naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ from io import BytesIO
 from pathlib import Path
 
 import cv2
+import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageFile, UnidentifiedImageError
 
 from worker.errors import RetouchError
+from worker.files import atomic_write
 
 # retouch applies its own, configurable pixel limit before decoding (see
 # ``decode``); Pillow's fixed global limit would otherwise pre-empt it.
 PILImage.MAX_IMAGE_PIXELS = None
+# Truncated data is an error, never a padded image (a library elsewhere may have flipped this).
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 DEFAULT_MAX_PIXELS = 100_000_000
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP")
@@ -74,6 +83,7 @@ class Image:
     exif: bytes | None = None
     format: str = "PNG"
     name: str = "<memory>"
+    lossless: bool = False      # a lossless WebP source: written back lossless
     # A JPEG's own quantisation tables (64 values each, natural order), or None:
     # the upscale router estimates the JPEG quality from them (worker.upscale.features).
     jpeg_tables: tuple[tuple[int, ...], ...] | None = None
@@ -100,60 +110,58 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
 
 def decode(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Decode image bytes. Raises :class:`ImageError` for every kind of bad input:
-    empty, not an image, unsupported format or mode, truncated, too many pixels."""
+    empty, not an image, unsupported format, mode or sample type, truncated or
+    corrupt (PNG chunk CRCs and missing image data included), several pages or
+    frames, a malformed orientation, too many pixels. The whole decode, pixels
+    and metadata, runs inside this error handling."""
     if not data:
         raise ImageError(name, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pil = PILImage.open(BytesIO(data))
+            if data[:4] in _TIFF_MAGIC:
+                return _decode_tiff(data, name, max_pixels)
+            return _decode_pillow(PILImage.open(BytesIO(data)), data, name, max_pixels)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(name, "not a recognised image file (unknown or corrupt header)") from None
-    except OSError as exc:
-        raise ImageError(name, f"truncated or corrupt image data ({exc})") from None
+    except _DECODER_ERRORS as exc:
+        raise ImageError(name, f"truncated or corrupt image data ({_one_line(exc)})") from None
+
+
+# What decoders raise on hostile or damaged bytes (imagecodecs' codec errors are RuntimeErrors).
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, EOFError,
+                   SystemError, RuntimeError, zlib.error)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _decode_pillow(pil: PILImage.Image, data: bytes, name: str, max_pixels: int) -> Image:
     fmt = "JPEG" if pil.format == "MPO" else pil.format
     if fmt not in FORMATS:
         raise ImageError(name, f"unsupported format {pil.format}; supported: {', '.join(FORMATS)}")
-    width, height = pil.size
-    if width * height > max_pixels:
-        raise ImageError(
-            name,
-            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(decompression-bomb guard; raise --max-pixels to allow it)",
-        )
+    _check_pixels(name, *pil.size, max_pixels)
+    if fmt != "JPEG":   # an MPO's further pictures are previews or gain maps, not pages
+        _check_single(name, fmt, getattr(pil, "n_frames", 1))
+    if fmt == "PNG":
+        _check_png_chunks(data, name)
+        pixels = imagecodecs.png_decode(data)   # libpng: refuses missing rows, which Pillow pads with black
+        depth = 16 if pixels.dtype == np.uint16 else 8
+    elif fmt == "BMP" and _bmp_has_alpha_bytes(data):
+        pixels, depth = _bmp_bgra(data), 8
+    else:
+        pixels, depth = _pillow_pixels(pil, name)   # TIFF: Pillow applies (and drops) its orientation here
     icc = pil.info.get("icc_profile") or None
-    exif = pil.getexif()
-    orientation = int(exif.get(_ORIENTATION_TAG, 1) or 1)
-    if _ORIENTATION_TAG in exif:
-        exif[_ORIENTATION_TAG] = 1
-    exif_bytes = exif.tobytes() if len(exif) else None
-
-    try:
-        pixels, bit_depth = _decode_pixels(pil, data, fmt, name)
-    except ImageError:
-        raise
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-        raise ImageError(name, f"truncated or corrupt image data ({exc})") from None
-
     if pil.mode == "CMYK":
         icc = None  # a CMYK profile does not describe the RGB we converted to
-    pixels = _apply_orientation(pixels, orientation)
-    scale = 65535.0 if bit_depth == 16 else 255.0
-    arr = pixels.astype(np.float32) / scale
-    grey = arr.ndim == 2 or arr.shape[2] in (1, 2)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    alpha = None
-    if arr.shape[2] in (2, 4):
-        alpha = np.ascontiguousarray(arr[:, :, -1])
-        arr = arr[:, :, :-1]
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return Image(
-        rgb=np.ascontiguousarray(arr), alpha=alpha, bit_depth=bit_depth, grey=grey,
-        icc_profile=icc, exif=exif_bytes, format=fmt, name=name,
-        jpeg_tables=_jpeg_tables(pil) if fmt == "JPEG" else None,
-    )
+    orientation, exif = _exif(pil, name)
+    lossless = fmt == "WEBP" and b"VP8L" in data[12:64] and b"VP8 " not in data[12:64]
+    img = _image(pixels, depth, orientation, icc, exif, fmt, name, lossless)
+    return replace(img, jpeg_tables=_jpeg_tables(pil)) if fmt == "JPEG" else img
 
 
 def _jpeg_tables(pil: PILImage.Image) -> tuple[tuple[int, ...], ...] | None:
@@ -164,20 +172,8 @@ def _jpeg_tables(pil: PILImage.Image) -> tuple[tuple[int, ...], ...] | None:
     return tuple(tuple(int(v) for v in tables[k]) for k in sorted(tables))
 
 
-def _decode_pixels(pil: PILImage.Image, data: bytes, fmt: str, name: str) -> tuple[np.ndarray, int]:
+def _pillow_pixels(pil: PILImage.Image, name: str) -> tuple[np.ndarray, int]:
     """Pixels as uint8/uint16 HxW, HxWx2, HxWx3 or HxWx4 (RGB order), and the bit depth."""
-    if fmt == "PNG" and _png_is_16bit_colour(data):
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise ImageError(name, "truncated or corrupt image data (16-bit PNG did not decode)")
-        return _bgr_to_rgb(arr), 16
-    if fmt == "TIFF" and (_tiff_is_16bit_colour(pil) or (
-            pil.mode not in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK") and not pil.mode.startswith("I;16"))):
-        arr = tifffile.imread(BytesIO(data))
-        if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] in (3, 4):
-            return arr, 16
-        raise ImageError(name, f"unsupported pixel mode {pil.mode} ({arr.dtype}, shape {arr.shape})")
-
     pil.load()
     mode = pil.mode
     if mode.startswith("I;16"):
@@ -199,25 +195,175 @@ def _decode_pixels(pil: PILImage.Image, data: bytes, fmt: str, name: str) -> tup
     raise ImageError(name, f"unsupported pixel mode {mode}")
 
 
-def _png_is_16bit_colour(data: bytes) -> bool:
-    # IHDR: 8-byte signature, length, "IHDR", width, height, bit depth, colour type
-    if len(data) < 26 or data[12:16] != b"IHDR":
+def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            name,
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+            "(decompression-bomb guard; raise --max-pixels to allow it)",
+        )
+
+
+def _check_single(name: str, fmt: str, count: int) -> None:
+    """Refuse files holding several pictures: retouch writes one picture per
+    input, and must not drop pages 2..n without a word."""
+    if count > 1:
+        what = {"TIFF": "multi-page TIFF", "WEBP": "animated WebP", "PNG": "animated PNG"}.get(fmt, fmt)
+        unit = "pages" if fmt == "TIFF" else "frames"
+        raise ImageError(name, f"{what} with {count} {unit}: retouch restores one picture per file and would "
+                               f"drop {unit} 2..{count}; split it into single-{unit[:-1]} files first")
+
+
+def _check_png_chunks(data: bytes, name: str) -> None:
+    """Verify every chunk's CRC up to IEND: Pillow skips the IDAT CRCs."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise ImageError(name, f"truncated or corrupt image data (PNG chunk {kind!r} cut short at byte "
+                                   f"{len(data)} of {end + 4})")
+        crc = struct.unpack(">I", data[end:end + 4])[0]
+        if zlib.crc32(data[pos + 4:end]) & 0xFFFFFFFF != crc:
+            chunk = kind.decode("latin-1")
+            raise ImageError(name, f"truncated or corrupt image data (PNG {chunk} chunk at byte {pos} fails its "
+                                   "CRC check)")
+        if kind == b"IEND":
+            return
+        pos = end + 4
+    raise ImageError(name, "truncated or corrupt image data (PNG ends without an IEND chunk)")
+
+
+def _bmp_has_alpha_bytes(data: bytes) -> bool:
+    """A 32-bit uncompressed BMP whose fourth bytes are not all zero: an alpha
+    channel by the common convention (Pillow reads it as padding)."""
+    if len(data) < 54 or data[:2] != b"BM":
         return False
-    return data[24] == 16 and data[25] in (2, 6)
+    header, bits, compression = struct.unpack_from("<I", data, 14)[0], *struct.unpack_from("<HI", data, 28)
+    if header < 40 or bits != 32 or compression != 0:
+        return False
+    return bool(_bmp_bgra(data)[:, :, 3].any())
 
 
-def _tiff_is_16bit_colour(pil: PILImage.Image) -> bool:
-    bits = pil.tag_v2.get(258, (8,)) if hasattr(pil, "tag_v2") else (8,)
-    bits = bits if isinstance(bits, tuple) else (bits,)
-    return max(bits) == 16 and len(bits) >= 3
+def _bmp_bgra(data: bytes) -> np.ndarray:
+    offset = struct.unpack_from("<I", data, 10)[0]
+    width, height = struct.unpack_from("<ii", data, 18)
+    rows = abs(height)
+    need = offset + width * rows * 4
+    if width <= 0 or rows == 0 or need > len(data):
+        raise OSError(f"BMP pixel data ends at byte {len(data)}, needs {need}")
+    arr = np.frombuffer(data, np.uint8, width * rows * 4, offset).reshape(rows, width, 4)
+    if height > 0:   # bottom-up rows
+        arr = arr[::-1]
+    return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3]])
 
 
-def _bgr_to_rgb(arr: np.ndarray) -> np.ndarray:
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        return arr[:, :, ::-1]
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        return arr[:, :, [2, 1, 0, 3]]
-    return arr
+def _exif(pil: PILImage.Image, name: str) -> tuple[int, bytes | None]:
+    """The EXIF orientation (still to apply; 1 when the decoder applied it) and
+    the EXIF block to write back, with its orientation reset to 1. Read after the
+    pixels, and from a copy: a TIFF's tags drive its own decoding."""
+    exif = pil.getexif()
+    orientation = _orientation(exif.get(_ORIENTATION_TAG), name)
+    if not len(exif):
+        return orientation, None
+    copy = PILImage.Exif()
+    copy.load(exif.tobytes())
+    for tag in _TIFF_LAYOUT_TAGS & set(copy):   # a TIFF's own layout, not metadata to carry over
+        del copy[tag]
+    if _ORIENTATION_TAG in copy:
+        copy[_ORIENTATION_TAG] = 1
+    return orientation, copy.tobytes() if len(copy) else None
+
+
+# Baseline TIFF tags that describe a file's pixel layout (Pillow's getexif() of a
+# TIFF lists them); written into another file they would contradict its pixels.
+_TIFF_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324,
+                     325, 338, 339, 340, 341, 530, 531, 532, 34675}
+
+
+def _orientation(value, name: str) -> int:
+    """An EXIF/TIFF Orientation value as 1-8 (0, "unknown", counts as 1);
+    anything else raises ImageError."""
+    if value is None:
+        return 1
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value <= 8:
+        return int(value) or 1
+    raise ImageError(name, f"malformed EXIF Orientation tag ({value!r:.40}); expected one integer 1-8")
+
+
+def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
+    """8-bit TIFFs go to Pillow (palettes, YCbCr, CMYK, JPEG compression);
+    16-bit, float and planar-separate ones to tifffile (with imagecodecs for LZW
+    and the other compressions)."""
+    with tifffile.TiffFile(BytesIO(data)) as tif:
+        page = tif.pages.first
+        _check_pixels(name, page.imagewidth, page.imagelength, max_pixels)
+        _check_single(name, "TIFF", len(tif.pages))
+        contiguous = page.planarconfig == tifffile.PLANARCONFIG.CONTIG or page.samplesperpixel == 1
+        if page.bitspersample <= 8 and (contiguous or page.photometric not in _TIFF_PHOTOMETRIC):
+            return _decode_pillow(PILImage.open(BytesIO(data)), data, name, max_pixels)
+        photometric = page.photometric
+        if photometric not in _TIFF_PHOTOMETRIC:
+            raise ImageError(name, f"unsupported TIFF photometric interpretation {photometric.name} at "
+                                   f"{page.bitspersample} bits per sample")
+        arr = page.asarray()
+        if "S" in page.axes and page.axes.index("S") < page.axes.index("Y"):
+            arr = np.moveaxis(arr, 0, -1)   # planar-separate: planes first
+        arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
+        base = 3 if photometric == tifffile.PHOTOMETRIC.RGB else 1
+        if arr.shape[2] not in (base, base + 1):
+            raise ImageError(name, f"unsupported TIFF layout: {arr.shape[2]} samples per pixel for "
+                                   f"{photometric.name}")
+        tags = page.tags
+        orientation = _orientation(tags[274].value if 274 in tags else None, name)
+        icc = tags[34675].value if 34675 in tags else None
+    arr, depth = _tiff_samples(arr, name)
+    return _image(arr[:, :, 0] if arr.shape[2] == 1 else arr, depth, orientation,
+                  bytes(icc) if icc else None, None, "TIFF", name, False)
+
+
+_TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK)
+
+
+def _tiff_samples(arr: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """uint8 -> 8, uint16 -> 16, float in [0, 1] -> 32 (float32); others refused."""
+    if arr.dtype == np.uint8:
+        return arr, 8
+    if arr.dtype == np.uint16:
+        return arr, 16
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ImageError(name, "float TIFF holds NaN or infinite samples")
+        low, high = float(arr.min()), float(arr.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageError(name, f"float TIFF samples span {low:.4g}..{high:.4g}: retouch restores display-"
+                                   "referred images with samples in [0, 1], not HDR or scene-referred ones; "
+                                   "tone-map it or convert it to 16-bit first")
+        return arr.astype(np.float32), 32
+    raise ImageError(name, f"unsupported TIFF sample type {arr.dtype} (supported: 8/16-bit unsigned, float)")
+
+
+def _image(pixels: np.ndarray, bit_depth: int, orientation: int, icc: bytes | None, exif: bytes | None,
+           fmt: str, name: str, lossless: bool) -> Image:
+    pixels = _apply_orientation(pixels, orientation)
+    scale = {8: 255.0, 16: 65535.0, 32: 1.0}[bit_depth]
+    arr = pixels.astype(np.float32) / scale
+    grey = arr.ndim == 2 or arr.shape[2] in (1, 2)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    alpha = None
+    if arr.shape[2] in (2, 4):
+        alpha = np.ascontiguousarray(arr[:, :, -1])
+        arr = arr[:, :, :-1]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return Image(
+        rgb=np.ascontiguousarray(arr), alpha=alpha, bit_depth=bit_depth, grey=grey,
+        icc_profile=icc, exif=exif, format=fmt, name=name, lossless=lossless,
+    )
+
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -242,7 +388,10 @@ def format_for(path: str | Path) -> str | None:
 
 
 def to_uint(arr: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float [0, 1] -> uint8 or uint16, rounded and clipped."""
+    """Float [0, 1] -> uint8 or uint16 (bit_depth 16), rounded and clipped;
+    bit_depth 32: float32 clipped to [0, 1]."""
+    if bit_depth == 32:
+        return np.clip(arr, 0.0, 1.0).astype(np.float32)
     top = 65535 if bit_depth == 16 else 255
     dtype = np.uint16 if bit_depth == 16 else np.uint8
     return np.clip(np.rint(arr * top), 0, top).astype(dtype)
@@ -251,9 +400,11 @@ def to_uint(arr: np.ndarray, bit_depth: int) -> np.ndarray:
 def encode(img: Image, fmt: str | None = None, quality: int = 95) -> bytes:
     """Encode ``img`` as ``fmt`` (default: its source format).
 
-    PNG and TIFF keep 16-bit depth; JPEG, WebP and BMP are 8-bit. The ICC profile
-    and EXIF block are written where the format holds them. Raises
-    :class:`ImageError` when the format cannot hold the image (alpha in JPEG).
+    PNG and TIFF keep 16-bit depth (and TIFF float samples; a float image
+    becomes a 16-bit PNG); JPEG, WebP and BMP are 8-bit. A lossless WebP source
+    is written lossless. The ICC profile and EXIF block are written where the
+    format holds them. Raises :class:`ImageError` when the format cannot hold
+    the image (alpha in JPEG).
     """
     fmt = format_name(fmt or img.format)
     if fmt not in FORMATS:
@@ -261,26 +412,30 @@ def encode(img: Image, fmt: str | None = None, quality: int = 95) -> bytes:
     if img.alpha is not None and fmt == "JPEG":
         raise ImageError(img.name, "JPEG cannot store the alpha channel; choose --format png, tiff or webp")
     depth = img.bit_depth if fmt in _SIXTEEN_BIT_FORMATS else 8
-    colour = img.rgb.mean(axis=2, keepdims=True) if img.grey else img.rgb
+    if depth == 32 and fmt == "PNG":
+        depth = 16
+    colour = img.rgb
+    if img.grey:   # the mean of three equal float channels is not always that value
+        same = np.array_equal(colour[:, :, 0], colour[:, :, 1]) and np.array_equal(colour[:, :, 0], colour[:, :, 2])
+        colour = colour[:, :, :1] if same else colour.mean(axis=2, keepdims=True)
     planes = [colour] + ([img.alpha[:, :, None]] if img.alpha is not None else [])
     pixels = to_uint(np.concatenate(planes, axis=2), depth)
     if pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
 
-    if depth == 16 and fmt == "PNG":
-        ok, buf = cv2.imencode(".png", _bgr_to_rgb(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 6])
-        if not ok:
-            raise ImageError(img.name, "OpenCV could not encode the 16-bit PNG")
-        return _png_insert_chunks(buf.tobytes(), img.icc_profile, img.exif)
-    if depth == 16 and fmt == "TIFF":
+    if depth == 16 and fmt == "PNG":   # libpng writes grey+alpha at 16 bits too (OpenCV cannot)
+        return _png_insert_chunks(imagecodecs.png_encode(pixels, level=6), img.icc_profile, img.exif)
+    if depth in (16, 32) and fmt == "TIFF":
         out = BytesIO()
         tifffile.imwrite(
             out, pixels, photometric="minisblack" if pixels.ndim == 2 else "rgb",
             extrasamples=("unassalpha",) if img.alpha is not None else None,
             iccprofile=img.icc_profile, compression="zlib",
-        )  # tifffile cannot write an EXIF IFD here; 16-bit TIFF output keeps ICC, not EXIF
+        )  # tifffile cannot write an EXIF IFD here; 16-bit and float TIFF output keeps ICC, not EXIF
         return out.getvalue()
 
+    if fmt == "BMP" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        return _bmp_rgba(pixels)
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2] if pixels.ndim == 3 else 2]
     if pixels.ndim == 3 and pixels.shape[2] == 2:
         mode = "LA"
@@ -292,6 +447,9 @@ def encode(img: Image, fmt: str | None = None, quality: int = 95) -> bytes:
         kwargs["exif"] = img.exif
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = int(quality)
+    if fmt == "WEBP" and img.lossless:
+        kwargs["lossless"] = True
+        kwargs["exact"] = True   # keep the colour under transparent pixels, as the source did
     if fmt == "JPEG":
         kwargs["subsampling"] = 0 if quality >= 90 else 2
     if fmt == "TIFF":
@@ -302,14 +460,26 @@ def encode(img: Image, fmt: str | None = None, quality: int = 95) -> bytes:
 
 
 def write_image(img: Image, path: str | Path, fmt: str | None = None, quality: int = 95) -> bytes:
-    """Encode and write atomically (temp file + rename); returns the bytes written."""
+    """Encode and write atomically (``worker.files``: a short temporary name,
+    so a 255-byte file name works); returns the bytes written."""
     data = encode(img, fmt, quality)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, data)
     return data
+
+
+def _bmp_rgba(pixels: np.ndarray) -> bytes:
+    """A 32-bit BMP with a BITMAPV4HEADER and an alpha mask (BI_BITFIELDS): the
+    form readers take as alpha (Pillow writes BI_RGB, read back as padding)."""
+    if pixels.shape[2] == 2:
+        pixels = pixels[:, :, [0, 0, 0, 1]]
+    height, width = pixels.shape[:2]
+    body = np.ascontiguousarray(pixels[::-1][:, :, [2, 1, 0, 3]]).tobytes()
+    info = struct.pack("<IiiHHIIiiII4I4s36x12x", 108, width, height, 1, 32, 3, len(body), 2835, 2835, 0, 0,
+                       0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000, b"BGRs")
+    head = struct.pack("<2sIHHI", b"BM", 14 + len(info) + len(body), 0, 0, 14 + len(info))
+    return head + info + body
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

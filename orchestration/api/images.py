@@ -242,7 +242,7 @@ async def detect_mask(
         record["timings"]["total"] = round(time.perf_counter() - started, 4)
         if output != "json":
             body = encode_map(restored.artifacts["confidence" if output == "confidence" else "mask"])
-            return Reply(body, "image/png", f"{PurePosixPath(img.name).stem}.{output}.png", record)
+            return Reply(body, "image/png", f"{PurePosixPath(img.name).name}.{output}.png", record)
         ref = ImageRef(name=img.name, sha256=sha, width=img.size[0], height=img.size[1])
         return handoff.mask_document(ref, restored.artifacts, restored.trace, record)
 

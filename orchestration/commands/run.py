@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -9,19 +10,24 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from monitoring.logs import DECISION_LOGGER, JsonFormatter
 from monitoring.metrics import Metrics, start_metrics_server
 from orchestration.commands._plan import add_plan_arguments, plan_from_args
-from orchestration.local import discover, run_batch
+from orchestration.local import run_batch, search
 from orchestration.settings import load_settings
+from orchestration.commands.watermark import learn_from_files
 from worker.pipeline.cache import ModelCache
+from worker.pipeline.plan import LEARNED, Plan
+from worker.watermark import WatermarkError
 from worker.pipeline.request import load_requests
 
 DESCRIPTION = """Restore images in-process: detect text and watermarks, inpaint them, post-process the
 seams, upscale. Writes, per image, the output, a JSON sidecar (<output>.json) and, with
---save-masks, the confidence map and the soft mask as 16-bit PNGs. Inputs are never modified.
-Exit code 1 if any image failed (the others are still processed)."""
+--save-masks, the confidence map and the soft mask as 16-bit PNGs (<input name>.confidence.png,
+<input name>.mask.png). Inputs are never modified. A file or folder that cannot be read fails
+with one line naming it and the cause; the others are still processed. Exit code 1 if any failed."""
 
 
 def register(sub) -> None:
@@ -29,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, type=Path, help="output folder (mirrors the input folder layout)")
     add_plan_arguments(p)
-    p.add_argument("--masks", type=Path, help="folder of user masks (<image stem>.png, soft 0-255 or binary); "
+    p.add_argument("--masks", type=Path, help="folder of user masks (<image name>.png, else <image stem>.png; soft 0-255 or binary); "
                                               "a mask found there replaces detection")
     p.add_argument("--request", type=Path, metavar="PATH",
                    help="per-image inpainting requests: a JSON file (one object, a list, or JSON Lines) or a "
@@ -55,12 +61,13 @@ def run(args) -> int:
     settings = load_settings(max_pixels=args.max_pixels, device=args.device)
     plan = plan_from_args(args, settings.model_dir, settings.device)
     requests = load_requests(args.request, plan, settings.model_dir) if args.request else None
-    missing = [p for p in args.paths if not Path(p).exists()]
-    for p in missing:
-        print(f"retouch run: {p}: no such file or folder", file=sys.stderr)
+    found = search(args.paths, exclude=args.out)
+    for outcome in found.failed:   # unreadable folders, dangling links, link loops, missing paths
+        print(f"retouch run: {outcome.error}", file=sys.stderr)
 
     _log_decisions_to(args.out / "retouch-decisions.jsonl")
-    files = discover([p for p in args.paths if Path(p).exists()], exclude=args.out)
+    files = found.files
+    plan = _learned_watermark(plan, [f for f, _ in files], args.out, settings.max_pixels)
     if requests:
         names = {f.name for f, _ in files} | {f.stem for f, _ in files}
         for image_id in sorted(set(requests) - names):
@@ -69,7 +76,7 @@ def run(args) -> int:
     cache = ModelCache(device=settings.device, model_dir=settings.model_dir,
                        on_load=(metrics.model_loaded if metrics is not None else None))
     bar = None
-    if not args.no_progress and files:
+    if not args.no_progress and files and sys.stderr.isatty():   # a bar in a log file would split its lines
         bar = tqdm(total=len(files), unit="img", desc="retouch", file=sys.stderr, dynamic_ncols=True)
     start = time.perf_counter()
 
@@ -78,24 +85,41 @@ def run(args) -> int:
             bar.update(1)
             bar.set_postfix_str(f"{outcome.status}: {outcome.source.name}", refresh=False)
 
-    report = run_batch(files, args.out, plan, cache, max_pixels=settings.max_pixels, force=args.force,
-                       save_masks=args.save_masks, mask_dir=args.masks, metrics=metrics, on_done=done,
-                       requests=requests)
+    with logging_redirect_tqdm() if bar is not None else contextlib.nullcontext():
+        report = run_batch(files, args.out, plan, cache, max_pixels=settings.max_pixels, force=args.force,
+                           save_masks=args.save_masks, mask_dir=args.masks, metrics=metrics, on_done=done,
+                           requests=requests)
     if bar is not None:
         bar.close()
     if metrics is not None and args.metrics_textfile:
         metrics.write_textfile(str(args.metrics_textfile))
     elapsed = time.perf_counter() - start
-    ok, skipped, failed = report.count("ok"), report.count("skipped"), report.count("failed") + len(missing)
+    ok, skipped, failed = report.count("ok"), report.count("skipped"), report.count("failed") + len(found.failed)
     print(f"retouch: {ok} restored, {skipped} skipped (up to date), {failed} failed "
           f"in {elapsed:.1f}s -> {args.out}")
-    for outcome in report.failed:
+    for outcome in found.failed + report.failed:
         print(f"  FAILED {outcome.error}")
     if metrics_server is not None:
         sys.stdout.flush()
         time.sleep(max(args.metrics_hold, 0.0))
         metrics_server.shutdown()
     return 1 if failed else 0
+
+
+def _learned_watermark(plan: Plan, files: list[Path], out: Path, max_pixels: int) -> Plan:
+    """``--watermark learned``: learn the batch's shared mark into
+    <out>/retouch-watermark.png (+ .json) and look for that template instead.
+    A batch too small or too varied gets one line and goes on without it."""
+    if LEARNED not in plan.watermarks:
+        return plan
+    target = out / "retouch-watermark.png"
+    try:
+        learned = learn_from_files(files, target, max_pixels)
+    except WatermarkError as exc:
+        print(f"retouch run: --watermark learned: {exc}; going on without it", file=sys.stderr)
+        return plan.model_copy(update={"watermarks": [w for w in plan.watermarks if w != LEARNED]})
+    print(f"retouch run: learned the shared watermark from {len(learned.used)} images -> {target}", file=sys.stderr)
+    return plan.model_copy(update={"watermarks": [str(target) if w == LEARNED else w for w in plan.watermarks]})
 
 
 def _log_decisions_to(path: Path) -> None:

@@ -82,8 +82,8 @@ def test_detect_mask_gives_the_maps_and_stats_of_retouch_run(api, coffee_run, ma
     assert doc["image"] == {"name": "coffee-label.jpg", "sha256": _sha(COFFEE.read_bytes()), "width": 600,
                             "height": 400}
     # the 16-bit PNGs are the files `retouch run --save-masks` writes, byte for byte
-    assert base64.b64decode(doc["confidence_png"]) == (out / "coffee-label.confidence.png").read_bytes()
-    assert base64.b64decode(doc["mask_png"]) == (out / "coffee-label.mask.png").read_bytes()
+    assert base64.b64decode(doc["confidence_png"]) == (out / "coffee-label.jpg.confidence.png").read_bytes()
+    assert base64.b64decode(doc["mask_png"]) == (out / "coffee-label.jpg.mask.png").read_bytes()
     assert doc["stats"] == sidecar["mask"] and doc["stats"]["regions"] >= 1
     assert doc["record"]["fingerprint"] == sidecar["fingerprint"]
     # one map alone, as a PNG, for curl -o mask.png
@@ -91,7 +91,7 @@ def test_detect_mask_gives_the_maps_and_stats_of_retouch_run(api, coffee_run, ma
         r = c.post("/v1/detect-mask", params={"output": "mask"},
                    files={"image": ("coffee-label.jpg", COFFEE.read_bytes())})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    assert r.content == (out / "coffee-label.mask.png").read_bytes()
+    assert r.content == (out / "coffee-label.jpg.mask.png").read_bytes()
     assert _record(r)["mask"] == sidecar["mask"]
 
 

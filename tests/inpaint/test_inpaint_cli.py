@@ -72,7 +72,7 @@ def test_named_diffusion_run_keeps_the_outside_and_repeats_bytes(user_env):
     assert record["inpaint"]["family"] == "diffusion" and record["inpaint"]["model_size"] == [64, 64]
     source = np.asarray(Image.open(img))
     out = np.asarray(Image.open(tmp / "a" / "img.png"))
-    soft = decode_map((tmp / "a" / "img.mask.png").read_bytes(), "mask")
+    soft = decode_map((tmp / "a" / "img.png.mask.png").read_bytes(), "mask")
     assert np.array_equal(out[soft == 0], source[soft == 0])          # untouched outside the soft mask
     assert np.abs(out[soft > 0.99].astype(int) - source[soft > 0.99]).mean() > 5   # repainted inside
     assert (tmp / "a" / "img.png").read_bytes() == (tmp / "b" / "img.png").read_bytes()   # same seed, same bytes

