@@ -64,8 +64,8 @@ def test_samples_restored_with_complete_sidecars(sample_run, detector):
             regions[y:y + h, x:x + w] = True
         assert conf_after[regions].mean() < 0.3, image.name
         # --save-masks wrote the confidence map and the mask
-        conf = decode_map((out / f"{image.stem}.confidence.png").read_bytes())
-        mask = decode_map((out / f"{image.stem}.mask.png").read_bytes())
+        conf = decode_map((out / f"{image.name}.confidence.png").read_bytes())
+        mask = decode_map((out / f"{image.name}.mask.png").read_bytes())
         assert conf.shape == mask.shape == restored.rgb.shape[:2] and mask.max() == pytest.approx(1.0)
     assert _tree_digest(src) == before, "inputs were modified"
     log = [json.loads(line) for line in (out / "retouch-decisions.jsonl").read_text().splitlines()]
@@ -98,12 +98,12 @@ def _bad_inputs(folder: Path) -> dict[str, str]:
     bomb = BytesIO()
     PILImage.new("L", (3000, 3000)).save(bomb, "PNG")
     (folder / "bomb.png").write_bytes(bomb.getvalue())
-    floats = BytesIO()
-    PILImage.fromarray(np.ones((20, 20), np.float32), "F").save(floats, "TIFF")
+    floats = BytesIO()   # float samples outside [0, 1]: HDR, refused (in [0, 1] they are restored)
+    PILImage.fromarray(np.full((20, 20), 3.0, np.float32), "F").save(floats, "TIFF")
     (folder / "float.tif").write_bytes(floats.getvalue())
     return {"truncated.jpg": "truncated or corrupt", "empty.jpg": "empty file",
             "notes.jpg": "not a recognised image", "bomb.png": "exceeds the limit",
-            "float.tif": "unsupported pixel mode"}
+            "float.tif": "float TIFF samples span 3..3"}
 
 
 def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path):
