@@ -260,6 +260,11 @@ kind("tiff-big-endian16", "valid", "tiff-big-endian16.tif",
      lambda: _tiff_bytes(_u16(B), photometric="rgb", byteorder=">"), truth=lambda: B, fmt="TIFF", depth=16)
 kind("tiff-tiled16", "valid", "tiff-tiled16.tif", lambda: _tiff_bytes(_u16(B), photometric="rgb", tile=(16, 16)),
      truth=lambda: B, fmt="TIFF", depth=16)
+kind("tiff-zstd8", "valid", "tiff-zstd8.tif", lambda: _tiff_bytes(_u8(B), photometric="rgb", compression="zstd"),
+     truth=lambda: B, fmt="TIFF")
+kind("tiff-webp-compressed8", "valid", "tiff-webp8.tif",
+     lambda: _tiff_bytes(_u8(B), photometric="rgb", compression="webp", compressionargs={"level": 100}),
+     truth=lambda: B, fmt="TIFF", lossy=True)
 kind("tiff-rgb16", "valid", "tiff-rgb16.tif", lambda: _tiff_bytes(_u16(B), photometric="rgb"), truth=lambda: B,
      fmt="TIFF", depth=16)
 kind("tiff-lzw16", "valid", "tiff-lzw16.tif",
@@ -342,6 +347,11 @@ kind("png-cut-half", "broken", "png-cut-half.png", lambda: _PNG[: len(_PNG) // 2
 kind("png-no-iend", "broken", "png-no-iend.png", lambda: _PNG[:-12], cause="without an IEND")
 kind("png-signature-only", "broken", "png-signature-only.png", lambda: _PNG[:8], cause="corrupt header")
 kind("tiff-cut", "broken", "tiff-cut.tif", lambda: _TIFF[: len(_TIFF) // 3], cause=CORRUPT)
+kind("tiff16-cut", "broken", "tiff16-cut.tif",
+     lambda: (lambda d: d[: len(d) // 2])(_tiff_bytes(_u16(_base(200, 200)), photometric="rgb")), cause=CORRUPT)
+kind("tiff8-lzw-cut", "broken", "tiff8-lzw-cut.tif",
+     lambda: (lambda d: d[: len(d) // 2])(_tiff_bytes(_u8(_base(200, 200)), photometric="rgb", compression="lzw",
+                                                      rowsperstrip=16)), cause=CORRUPT)
 kind("tiff-header-garbage", "broken", "tiff-garbage.tif", lambda: b"II*\x00" + b"\xff" * 60, cause=CORRUPT)
 kind("webp-cut", "broken", "webp-cut.webp", lambda: _WEBP[: len(_WEBP) // 2], cause=CORRUPT)
 kind("bmp-cut", "broken", "bmp-cut.bmp", lambda: _BMP[: len(_BMP) // 2], cause=CORRUPT)

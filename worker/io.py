@@ -294,20 +294,19 @@ def _orientation(value, name: str) -> int:
 
 
 def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
-    """8-bit TIFFs go to Pillow (palettes, YCbCr, CMYK, JPEG compression);
-    16-bit, float and planar-separate ones to tifffile (with imagecodecs for LZW
-    and the other compressions)."""
+    """Grey and RGB(A) TIFFs of 8 bits or more go to tifffile (imagecodecs
+    decodes LZW, Deflate, ZSTD, WebP, JPEG XL...; a cut strip is an error, and
+    libtiff prints nothing); palette, YCbCr, CMYK and 1-bit ones to Pillow."""
     with tifffile.TiffFile(BytesIO(data)) as tif:
         page = tif.pages.first
         _check_pixels(name, page.imagewidth, page.imagelength, max_pixels)
         _check_single(name, "TIFF", len(tif.pages))
-        contiguous = page.planarconfig == tifffile.PLANARCONFIG.CONTIG or page.samplesperpixel == 1
-        if page.bitspersample <= 8 and (contiguous or page.photometric not in _TIFF_PHOTOMETRIC):
-            return _decode_pillow(PILImage.open(BytesIO(data)), data, name, max_pixels)
         photometric = page.photometric
-        if photometric not in _TIFF_PHOTOMETRIC:
-            raise ImageError(name, f"unsupported TIFF photometric interpretation {photometric.name} at "
-                                   f"{page.bitspersample} bits per sample")
+        if page.bitspersample < 8 or photometric not in _TIFF_PHOTOMETRIC:
+            if page.bitspersample > 8:
+                raise ImageError(name, f"unsupported TIFF photometric interpretation {photometric.name} at "
+                                       f"{page.bitspersample} bits per sample")
+            return _decode_pillow(PILImage.open(BytesIO(data)), data, name, max_pixels)
         arr = page.asarray()
         if "S" in page.axes and page.axes.index("S") < page.axes.index("Y"):
             arr = np.moveaxis(arr, 0, -1)   # planar-separate: planes first
@@ -321,7 +320,17 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
         icc = tags[34675].value if 34675 in tags else None
     arr, depth = _tiff_samples(arr, name)
     return _image(arr[:, :, 0] if arr.shape[2] == 1 else arr, depth, orientation,
-                  bytes(icc) if icc else None, None, "TIFF", name, False)
+                  bytes(icc) if icc else None, _tiff_exif(data, name), "TIFF", name, False)
+
+
+def _tiff_exif(data: bytes, name: str) -> bytes | None:
+    """The EXIF block of a TIFF that tifffile decoded, as Pillow reads it
+    (without decoding pixels); None where Pillow cannot open the file (float RGB)."""
+    try:
+        pil = PILImage.open(BytesIO(data))
+    except (UnidentifiedImageError, OSError):
+        return None
+    return _exif(pil, name)[1]
 
 
 _TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK)
