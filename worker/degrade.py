@@ -27,7 +27,10 @@ WORDS = ("ARCHIVE", "Copyright", "SAMPLE", "do not copy", "Photo 1987", "Museum"
 @dataclass(frozen=True)
 class TextSpec:
     """One line of overlaid text. ``xy`` is the top-left of the text box in
-    pixels, ``colour`` RGB 0-255, ``opacity`` in (0, 1], ``angle`` in degrees."""
+    pixels, ``colour`` RGB 0-255, ``opacity`` in (0, 1], ``angle`` in degrees.
+    ``outline``: px of an outline in ``outline_colour`` around the glyphs;
+    ``shadow``: (dx, dy) offset of a drop shadow in ``shadow_colour`` at
+    ``shadow_opacity`` ((0, 0): none). Outline and shadow share ``opacity``."""
 
     text: str
     xy: tuple[int, int]
@@ -36,6 +39,11 @@ class TextSpec:
     colour: tuple[int, int, int] = (255, 255, 255)
     opacity: float = 1.0
     angle: float = 0.0
+    outline: int = 0
+    outline_colour: tuple[int, int, int] = (0, 0, 0)
+    shadow: tuple[int, int] = (0, 0)
+    shadow_colour: tuple[int, int, int] = (0, 0, 0)
+    shadow_opacity: float = 0.7
 
 
 def random_text_specs(rng: np.random.Generator, width: int, height: int, lines: int = 2,
@@ -93,16 +101,31 @@ def render_text_layer(width: int, height: int, specs: list[TextSpec]) -> tuple[n
     cover = np.zeros((height, width), np.float32)
     for spec in specs:
         font = ImageFont.truetype(str(FONT_DIR / spec.font), spec.size)
-        layer = PILImage.new("L", (width, height), 0)
-        ImageDraw.Draw(layer).text(spec.xy, spec.text, fill=255, font=font)
-        if spec.angle:
-            left, top, right, bottom = ImageDraw.Draw(layer).textbbox(spec.xy, spec.text, font=font)
-            centre = ((left + right) / 2, (top + bottom) / 2)
-            layer = layer.rotate(spec.angle, resample=PILImage.BICUBIC, center=centre)
-        a = np.asarray(layer, np.float32) / 255.0 * spec.opacity
-        colour = colour * (1 - a[..., None]) + np.asarray(spec.colour, np.float32) / 255.0 * a[..., None]
-        cover = cover + a * (1 - cover)
+        layers = []  # (coverage, colour), painted in order: shadow, outline, fill
+        if spec.shadow != (0, 0):
+            xy = (spec.xy[0] + spec.shadow[0], spec.xy[1] + spec.shadow[1])
+            layers.append((_glyphs(width, height, spec, font, xy, spec.outline) * spec.shadow_opacity,
+                           spec.shadow_colour))
+        if spec.outline:
+            layers.append((_glyphs(width, height, spec, font, spec.xy, spec.outline), spec.outline_colour))
+        layers.append((_glyphs(width, height, spec, font, spec.xy, 0), spec.colour))
+        for glyphs, rgb in layers:
+            a = glyphs * spec.opacity
+            colour = colour * (1 - a[..., None]) + np.asarray(rgb, np.float32) / 255.0 * a[..., None]
+            cover = cover + a * (1 - cover)
     return colour, cover
+
+
+def _glyphs(width: int, height: int, spec: TextSpec, font, xy: tuple[int, int], stroke: int) -> np.ndarray:
+    """One line's glyph coverage (float32 HxW in [0, 1]), drawn at ``xy`` with
+    ``stroke`` px of outline, rotated by ``spec.angle`` about the text's centre."""
+    layer = PILImage.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(layer)
+    draw.text(xy, spec.text, fill=255, font=font, stroke_width=stroke, stroke_fill=255)
+    if spec.angle:
+        left, top, right, bottom = draw.textbbox(spec.xy, spec.text, font=font)
+        layer = layer.rotate(spec.angle, resample=PILImage.BICUBIC, center=((left + right) / 2, (top + bottom) / 2))
+    return np.asarray(layer, np.float32) / 255.0
 
 
 def overlay_text(rgb: np.ndarray, specs: list[TextSpec]) -> tuple[np.ndarray, np.ndarray]:

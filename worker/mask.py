@@ -2,28 +2,52 @@
 
 DBNet's map marks a shrunk *kernel* of each text line: thresholding it misses
 most stroke pixels, and a whole box would make the inpainter invent far more
-than the text covered. So:
+than the text covered. So, per text line:
 
-1. regions: threshold the map, and grow each connected kernel back to its text
-   line by DBNet's unclip distance (area * ratio / perimeter);
-2. strokes: inside each region, a pixel is text when its colour is closer to
-   the line's text colour than to the local background (a median filter wider
-   than a stroke); that gives a per-pixel stroke probability;
-3. mask: strokes dilated by ``dilate`` px is the fill region; the soft mask is
-   1 on the strokes and feathered with a Gaussian of ``sigma`` across that
+1. region: threshold the map, and grow each connected kernel back to its text
+   line by DBNet's unclip distance (area * ratio / perimeter), plus a margin
+   for outlines and shadows;
+2. background: estimated from *outside* the glyphs (the pixels around the
+   line that no text region covers), filled into the line by normalised
+   convolution at the smallest scale that reaches it. A window inside dense
+   bold text would see mostly text; the ring around the line does not;
+3. overlay colours: the pixels that moved from that background by more than
+   the surrounding texture does are clustered (up to three colours: fill,
+   outline, shadow), and each colour is fitted as a blend
+   ``observed = alpha * colour + (1 - alpha) * background`` by least squares
+   over its pixels. Opaque text has ``alpha`` 1; semi-transparent text has a
+   lower ``alpha`` that the same fit recovers from how the observed colour
+   follows the background;
+4. strokes: a pixel's evidence is how far it moved from its background toward
+   the fitted overlay (its coverage, in [0, 1]) and how well the blend
+   explains it; that is the per-pixel stroke probability;
+5. mask: strokes dilated by ``dilate`` px is the fill region; the soft mask is
+   the stroke probability, feathered with a Gaussian of ``sigma`` across that
    margin (blend weights); ``type="binary"`` keeps the hard region only.
+
+The fitted overlay (colour and alpha per pixel, :mod:`worker.unblend`'s
+HxWx4 estimate) lets the unblend stage bring the real pixels back under
+semi-transparent text instead of inventing them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
 
 
-TEXT_COLOUR_DELTA_E = 8.0
-TEXT_COLOUR_TOLERANCE = 0.5
+
+
+MEDIAN_TEXT_DELTA_E = 8.0
+MEDIAN_TEXT_TOLERANCE = 0.5
+UNBLEND_RMSE = 0.012   # a blend fit trusted for unblending explains its pixels within ~3 levels
+EXTEND_CONFIDENCE = 0.05   # ... where the detector's map shows at least this much,
+THIN_FACTOR = 1.3          # ... as parts no thicker than this many times the line's thickest strokes
+EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the detector left out
+ADJACENT = 0.5      # share of a second colour's pixels next to the main colour's, to count as overlay
+BLOB_FACTOR = 2.5    # parts thicker than this many stroke half-widths are photo, not text
 
 
 @dataclass(frozen=True)
@@ -44,7 +68,9 @@ class MaskParams:
 class MaskResult:
     """``soft``: float32 HxW blend weights in [0, 1]; ``binary``: bool HxW fill
     region; ``core``: bool HxW strokes + dilation; ``regions``: bool HxW text
-    lines; ``boxes``: [x, y, w, h] per region."""
+    lines; ``boxes``: [x, y, w, h] per region; ``strokes``: bool HxW;
+    ``overlay``: float32 HxWx4 overlay estimate (colour, alpha) or None;
+    ``lines``: what was found per line."""
 
     soft: np.ndarray
     binary: np.ndarray
@@ -52,6 +78,8 @@ class MaskResult:
     regions: np.ndarray
     boxes: list[list[int]]
     strokes: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    lines: list[LineFit] = field(default_factory=list)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -88,11 +116,303 @@ def text_regions(confidence: np.ndarray, params: MaskParams) -> tuple[np.ndarray
     return union, boxes, masks
 
 
-def stroke_probability(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Per-pixel probability (float32 HxW) that a pixel of ``region`` is a stroke.
+@dataclass
+class LineFit:
+    """What the segmentation found in one text line (JSON-able via ``to_dict``).
 
-    Strokes are thin, so a median filter wider than a stroke but narrower than
-    the line estimates the local background, texture included. The text colour
+    ``box``: [x, y, w, h] of the line; ``colours``: overlay colours (0-255 RGB),
+    one per cluster; ``alphas``: each colour's fitted opacity; ``shares``: each
+    colour's share of the stroke pixels; ``stroke_share``: strokes / line area;
+    ``texture``: the background's own variation around the line (ΔE, 95th
+    percentile), the evidence threshold; ``rmse``: the blend fit's residual per
+    colour (0-1 RGB)."""
+
+    box: list[int]
+    colours: list[list[int]] = field(default_factory=list)
+    alphas: list[float] = field(default_factory=list)
+    shares: list[float] = field(default_factory=list)
+    rmse: list[float] = field(default_factory=list)
+    stroke_share: float = 0.0
+    texture: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _line_height(region: np.ndarray) -> float:
+    return 2.0 * float(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).max())
+
+
+def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised convolution: the ``weight``-ed Gaussian local mean of HxWxC ``values``."""
+    w = weight.astype(np.float32)
+    num = cv2.GaussianBlur((values * w[..., None]).astype(np.float32), (0, 0), sigma)
+    if num.ndim == 2:
+        num = num[..., None]
+    den = cv2.GaussianBlur(w, (0, 0), sigma)
+    return num / np.maximum(den, 1e-6)[..., None], den
+
+
+def fill_background(rgb: np.ndarray, known: np.ndarray, scale: float) -> np.ndarray:
+    """A background under the unknown pixels, from the ``known`` ones: fast
+    marching (Telea) from the nearest known pixels, so where a line crosses
+    the edge of an object, each side takes the colour of its own side; known
+    pixels get their local mean (used to measure the texture)."""
+    smooth = _smooth_fill(rgb, known, scale)
+    if known.all() or not known.any():
+        return smooth
+    rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    filled = cv2.inpaint(rgb8, (~known).astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
+    return np.where(known[..., None], smooth, filled).astype(np.float32)
+
+
+def _smooth_fill(rgb: np.ndarray, known: np.ndarray, scale: float) -> np.ndarray:
+    """A smooth background under the unknown pixels, from the ``known`` ones.
+
+    Normalised convolution at growing Gaussian scales (from ``scale`` px up):
+    each unknown pixel takes the finest scale whose kernel reaches enough
+    known pixels, so the estimate stays as local as the gap allows. Known
+    pixels get their local mean too (used to measure the texture)."""
+    weight = known.astype(np.float32)
+    out = np.zeros_like(rgb)
+    done = np.zeros(known.shape, bool)
+    sigma = max(1.5, float(scale))
+    for _ in range(6):
+        den = cv2.GaussianBlur(weight, (0, 0), sigma)
+        num = cv2.GaussianBlur(rgb * weight[..., None], (0, 0), sigma)
+        ok = (den > 0.08) & ~done
+        out[ok] = num[ok] / den[ok][:, None]
+        done |= ok
+        if done.all():
+            break
+        sigma *= 2.0
+    if not done.all():
+        out[~done] = rgb[known].mean(axis=0) if known.any() else rgb.mean(axis=(0, 1))
+    return out
+
+
+def _fit_blend(obs: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Least-squares fit of ``obs = alpha * colour + (1 - alpha) * bg`` (Nx3 each),
+    trimmed: refitted twice on the 70% of pixels it explains best, so texture
+    and other colours among them do not pull it.
+
+    Returns (colour RGB in [0, 1], alpha, rmse). Opaque (alpha 1, colour the
+    mean) unless the semi-transparent fit explains the pixels clearly better:
+    the background must vary enough along the pixels for its slope to be
+    measurable, and the fitted colour must be a real colour."""
+    mean = obs.mean(axis=0)
+    opaque = (mean.astype(np.float32), 1.0, float(np.sqrt(((obs - mean) ** 2).sum(axis=1).mean())))
+    if obs.shape[0] < 12:
+        return opaque
+    keep = np.ones(obs.shape[0], bool)
+    for _ in range(3):
+        o, b = obs[keep], bg[keep]
+        b_c = b - b.mean(axis=0)
+        spread = float((b_c ** 2).sum())
+        if spread / max(1, keep.sum()) < 0.04 ** 2:  # the background must vary by > ~10 levels
+            return opaque
+        slope = min(max(float((b_c * (o - o.mean(axis=0))).sum() / spread), 0.0), 0.95)  # shared 1 - alpha
+        premult = o.mean(axis=0) - slope * b.mean(axis=0)  # alpha * colour
+        resid = np.linalg.norm(obs - (premult + slope * bg), axis=1)
+        keep = resid <= np.percentile(resid, 70)
+    o = obs[keep]
+    alpha = 1.0 - slope
+    colour = premult / alpha
+    rmse = float(np.sqrt((resid[keep] ** 2).mean()))
+    kept_opaque = float(np.sqrt(((o - o.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    in_gamut = bool(np.all(colour >= -0.08) and np.all(colour <= 1.08))
+    if alpha < 0.9 and in_gamut and rmse < 0.6 * kept_opaque:
+        return np.clip(colour, 0.0, 1.0).astype(np.float32), alpha, rmse
+    return opaque
+
+
+def _surest(obs: np.ndarray, bgs: np.ndarray, dev: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The members farthest from their background (stroke interiors, full
+    coverage): the pixels a blend is fitted on."""
+    strong = members.copy()
+    strong[members] = dev[members] >= np.percentile(dev[members], 40)
+    return obs[strong], bgs[strong]
+
+
+def _clusters(lab: np.ndarray, max_k: int = 3, merge: float = 14.0) -> tuple[np.ndarray, np.ndarray]:
+    """k-means in Lab (k up to ``max_k``), clusters closer than ``merge`` ΔE merged.
+    Returns (labels N, centres Kx3)."""
+    n = lab.shape[0]
+    k = min(max_k, max(1, n // 20))
+    if k == 1:
+        return np.zeros(n, np.int32), lab.mean(axis=0, keepdims=True)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    cv2.setRNGSeed(0)
+    _, labels, centres = cv2.kmeans(lab.astype(np.float32), k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    labels = labels.ravel()
+    # merge close centres (union by order)
+    mapping = list(range(k))
+    for i in range(k):
+        for j in range(i):
+            if np.linalg.norm(centres[i] - centres[mapping[j]]) < merge:
+                mapping[i] = mapping[j]
+                break
+    keep = sorted(set(mapping))
+    remap = np.asarray([keep.index(m) for m in mapping], np.int32)
+    labels = remap[labels]
+    centres = np.stack([lab[labels == i].mean(axis=0) for i in range(len(keep))])
+    return labels, centres
+
+
+def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confidence: np.ndarray | None = None,
+                 grow: int | None = None) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, LineFit]:
+    """Stroke probability and overlay estimate for one text line.
+
+    ``region``: bool HxW, the line; ``others``: bool HxW, every text region
+    (kept out of the background estimate). Returns (the crop's slices, stroke
+    probability float32 over the crop, overlay float32 crop x 4, LineFit)."""
+    ys, xs = np.nonzero(region)
+    h, w = region.shape
+    height = max(4.0, _line_height(region))
+    grow = max(2, int(round(0.15 * height))) if grow is None else grow
+    reach = int(round(EXTEND * height))
+    pad = grow + reach + max(6, int(round(0.6 * height)))
+    y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
+    x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
+    sl = (slice(y0, y1), slice(x0, x1))
+    line = cv2.dilate(region[sl].astype(np.uint8), _disk(grow)).astype(bool)
+    # glyphs the detector left out at the ends of a line ("©", a last digit):
+    # searched along the line's direction, accepted only on strong evidence
+    extended = cv2.dilate(line.astype(np.uint8), _along(region, reach, grow)).astype(bool) | line
+    if confidence is not None:  # where the detector saw at least a trace of text
+        extended &= cv2.dilate((confidence[sl] >= EXTEND_CONFIDENCE).astype(np.uint8), _disk(grow)).astype(bool)
+        extended |= line
+    blocked = cv2.dilate(others[sl].astype(np.uint8), _disk(grow)).astype(bool) | extended
+    crop = np.ascontiguousarray(rgb[sl], np.float32)
+    fit = LineFit(box=[int(x0), int(y0), int(x1 - x0), int(y1 - y0)])
+    prob = np.zeros(line.shape, np.float32)
+    overlay = np.zeros(line.shape + (4,), np.float32)
+    known = ~blocked
+    if known.sum() < 16:
+        return sl, prob, overlay, fit
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)
+    # background from outside the glyphs; a second pass drops known pixels that
+    # are outliers (stray strokes outside the region: outlines, descenders)
+    bg = fill_background(crop, known, 0.35 * height)
+    dev = np.linalg.norm(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab), axis=2)
+    ring = known & cv2.dilate(extended.astype(np.uint8), _disk(max(3, int(0.5 * height)))).astype(bool)
+    if ring.sum() >= 16:
+        cut = max(12.0, 2.5 * float(np.percentile(dev[ring], 75)))
+        cleaner = known & (dev <= cut)
+        if cleaner.sum() >= 16:
+            known = cleaner
+            bg = fill_background(crop, known, 0.35 * height)
+            dev = np.linalg.norm(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab), axis=2)
+    ring &= known
+    texture = float(np.percentile(dev[ring], 95)) if ring.sum() >= 16 else 10.0
+    # the evidence threshold follows the texture nearby: twice the local RMS of
+    # the ring's deviation (a Gaussian's ~95th percentile), capped by the line's
+    tau_line = max(6.0, texture)
+    if ring.sum() >= 16:
+        local, den = _local_mean((dev ** 2)[..., None], ring, max(2.0, float(height)))
+        tau = np.clip(2.0 * np.sqrt(local[..., 0]), 6.0, tau_line)
+    else:
+        tau = np.full(dev.shape, tau_line, np.float32)
+    fit.texture = round(texture, 2)
+    cand = line & (dev > tau)
+    if cand.sum() < 8:
+        return sl, prob, overlay, fit
+    labels, centres = _clusters(lab[cand])
+    obs, bgs = crop[cand], bg[cand]
+    # the surrounding photo's own outliers (texture, objects) with the same colour
+    # as a cluster: text is dense inside the line and absent around it
+    ring_out = ring & (dev > tau)
+    ring_lab = lab[ring_out]
+    ring_px, line_px = max(1, int(ring.sum())), max(1, int(line.sum()))
+    best_t = np.zeros(line.shape, np.float32)
+    best_score = np.full(line.shape, -np.inf, np.float32)
+    best_k = np.full(line.shape, -1, np.int32)
+    fits = []
+    accepted = []
+    for k in range(int(labels.max()) + 1):
+        members = labels == k
+        if members.sum() < max(6, 0.03 * cand.sum()):
+            continue
+        spread = max(10.0, 2.0 * float(np.sqrt(((lab[cand][members] - centres[k]) ** 2).sum(axis=1).mean())))
+        around = int((np.linalg.norm(ring_lab - centres[k], axis=1) < spread).sum()) if ring_lab.size else 0
+        density = members.sum() / line_px
+        if density < 3.0 * around / ring_px:
+            continue  # as common around the line as in it: the photo, not an overlay
+        accepted.append((k, members))
+    if accepted:
+        # the line's main colour, and the others only where they hug it (an
+        # outline, a shadow, a second line across it); scattered ones are texture
+        cand_dev = dev[cand]
+        main = max(accepted, key=lambda a: float(cand_dev[a[1]].sum()))  # most evidence: count x distance
+        main_px = np.zeros(line.shape, bool)
+        main_px[cand] = main[1]
+        near_main = cv2.dilate(main_px.astype(np.uint8), _disk(max(2, int(round(0.08 * height))))).astype(bool)[cand]
+        ring_all = lab[ring]
+
+        def plain_around(members: np.ndarray) -> bool:
+            # an "outline" whose colour is simply the photo around the line (a white
+            # cup rim beside dark text) is background showing between the glyphs
+            centre = lab[cand][members].mean(axis=0)
+            similar = int((np.linalg.norm(ring_all - centre, axis=1) < 12.0).sum()) if ring_all.size else 0
+            return members.sum() / line_px < 1.5 * similar / ring_px
+
+        accepted = [a for a in accepted
+                    if a is main or (near_main[a[1]].mean() >= ADJACENT and not plain_around(a[1]))]
+    joint = None
+    if accepted:
+        # one semi-transparent colour looks different over every background, so
+        # clustering by observed colour splits it: try all the clusters as one blend
+        together = np.ones(len(obs), bool)  # every pixel that moved, whatever colour it now shows
+        colour, alpha, rmse = _fit_blend(*_surest(obs, bgs, dev[cand], together))
+        if alpha < 1.0:
+            joint = (colour, alpha, rmse, together)
+    for k, members in ([(-1, joint[3])] if joint else accepted):
+        colour, alpha, rmse = joint[:3] if joint else _fit_blend(*_surest(obs, bgs, dev[cand], members))
+        fits.append((colour, alpha, rmse, int(members.sum())))
+        full = alpha * colour[None, None, :] + (1.0 - alpha) * bg  # this overlay at full coverage
+        step = full - bg
+        reach = np.maximum((step ** 2).sum(axis=2), 1e-6)
+        t = ((crop - bg) * step).sum(axis=2) / reach
+        perp = np.linalg.norm((crop - bg) - t[..., None] * step, axis=2)
+        # evidence: moved toward the overlay; a residual beyond the texture's spread counts against
+        allow = np.sqrt(reach) * 0.5 + tau / 100.0
+        score = np.clip(t, 0.0, 1.0) * np.exp(-(perp / allow) ** 2)
+        visible = np.sqrt(reach) * 100.0 > tau  # the overlay differs from its background by more than texture
+        score = np.where(visible & (line | (extended & (dev > tau) & (score >= 0.5))), score, 0.0)
+        better = score > best_score
+        best_score = np.where(better, score, best_score)
+        best_t = np.where(better, np.clip(t, 0.0, 1.0), best_t)
+        best_k = np.where(better, len(fits) - 1, best_k)
+    if not fits:
+        return sl, prob, overlay, fit
+    prob = np.where(extended & (dev > 0.5 * tau), np.maximum(best_score, 0.0), 0.0).astype(np.float32)
+    prob = _drop_blobs(prob, best_k, 0.35)
+    prob = _thin_beyond(prob, line, 0.35)
+    strokes = prob >= 0.35
+    total = max(1, int(strokes.sum()))
+    for k, (colour, alpha, rmse, _) in enumerate(fits):
+        sel = (best_k == k) & (prob > 0.05)
+        overlay[sel, :3] = colour
+        # reversing the blend amplifies any error in alpha by 1 / (1 - alpha): only a
+        # fit that explains the strokes to within a few levels is trusted; else inpaint
+        overlay[sel, 3] = alpha * best_t[sel] if alpha < 1.0 and rmse <= UNBLEND_RMSE else 1.0
+        fit.colours.append([int(round(c * 255)) for c in colour])
+        fit.alphas.append(round(alpha, 3))
+        fit.rmse.append(round(rmse, 4))
+        fit.shares.append(round(int((strokes & (best_k == k)).sum()) / total, 3))
+    fit.stroke_share = round(int(strokes.sum()) / max(1, int(line.sum())), 4)
+    return sl, prob, overlay, fit
+
+
+def median_evidence(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Per-pixel probability (float32 HxW) that a pixel of ``region`` is a stroke,
+    against a *local* background (the second, complementary estimate).
+
+    A median filter wider than a stroke but narrower than the line estimates
+    the local background, texture included: it follows an object's edge that
+    a line crosses, where the ring's fill cannot, but inside dense bold text
+    it sees mostly text, where the ring's fill does not; the mask takes the
+    stronger of the two. The text colour
     is the mean of the region's pixels farthest from that background; each pixel
     is then text or background by which of the two it is closer to (Lab)."""
     prob = np.zeros(region.shape, np.float32)
@@ -121,32 +441,173 @@ def stroke_probability(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     # Where the background happens to match the text colour (white text crossing a
     # white object), the median cannot tell them apart; such pixels are text-coloured,
     # and filling them costs little, while leaving them leaves glyph fragments.
-    member = np.where(d_text <= TEXT_COLOUR_DELTA_E, np.maximum(member, 0.75), member)
+    member = np.where(d_text <= MEDIAN_TEXT_DELTA_E, np.maximum(member, 0.75), member)
     # Closer to the text colour than to the background is not enough: dark eyes
     # under dark text are too. Text is one colour, so stay near it.
-    member = np.where(d_text <= TEXT_COLOUR_TOLERANCE * separation, member, member * 0.3)
+    member = np.where(d_text <= MEDIAN_TEXT_TOLERANCE * separation, member, member * 0.3)
     prob[y0:y1, x0:x1] = np.where(sub, member, 0.0)
     return prob
 
 
 def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams) -> MaskResult:
-    """The stroke-following mask for a confidence map (see the module docstring)."""
+    """The stroke-following mask and overlay estimate for a confidence map (see
+    the module docstring)."""
     union, boxes, regions = text_regions(confidence, params)
-    strokes = np.zeros(confidence.shape, np.float32)
+    prob = np.zeros(confidence.shape, np.float32)
+    overlay = np.zeros(confidence.shape + (4,), np.float32)
+    lines = []
     for region in regions:
-        np.maximum(strokes, stroke_probability(rgb, region), out=strokes)
-    return mask_from_strokes(strokes >= 0.5 - params.stroke_margin, params, union, boxes)
+        sl, p, ov, fit = segment_line(rgb, region, union, confidence)
+        view, oview = prob[sl], overlay[sl]
+        stronger = p > view
+        view[stronger] = p[stronger]
+        oview[stronger] = ov[stronger]
+        lines.append(fit)
+        local = median_evidence(rgb, region)
+        local = _drop_blobs(local, np.zeros(local.shape, np.int32), 0.5 - params.stroke_margin)
+        opaque = (local > prob) & (local >= 0.5 - params.stroke_margin)
+        overlay[opaque, 3] = np.maximum(overlay[opaque, 3], 1.0)  # no alpha estimate: inpaint, never unblend
+        np.maximum(prob, local, out=prob)
+    strokes = prob >= 0.5 - params.stroke_margin
+    strokes = _drop_specks(strokes, params.min_region_area)
+    result = mask_from_strokes(strokes, params, union, boxes, prob)
+    overlay[~result.core] = 0.0
+    result.overlay = overlay
+    result.lines = lines
+    return result
+
+
+def _along(region: np.ndarray, reach: int, width: int) -> np.ndarray:
+    """A line-shaped structuring element along the region's main direction."""
+    pts = np.column_stack(np.nonzero(region)[::-1]).astype(np.float32)
+    (_, _), (rw, rh), angle = cv2.minAreaRect(pts)
+    if rh > rw:
+        angle += 90.0
+    k = 2 * reach + 1
+    kernel = np.zeros((k, k), np.uint8)
+    dx, dy = reach * np.cos(np.radians(angle)), reach * np.sin(np.radians(angle))
+    cv2.line(kernel, (int(round(reach - dx)), int(round(reach - dy))), (int(round(reach + dx)), int(round(reach + dy))),
+             1, thickness=max(1, 2 * width + 1))
+    return kernel
+
+
+def _drop_blobs(prob: np.ndarray, cluster: np.ndarray, cut: float) -> np.ndarray:
+    """Remove parts much thicker than the line's strokes (a dark object the
+    text crosses, not a glyph). A stroke's half-width is the distance to its
+    edge along its ridge; where a colour cluster is deeper than ``BLOB_FACTOR``
+    times the line's median half-width, that cluster's pixels around it are
+    dropped (the glyphs of other colours it touches stay)."""
+    strokes = (prob >= cut).astype(np.uint8)
+    if strokes.sum() < 20:
+        return prob
+    dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
+    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0)
+    half = max(1.5, float(np.median(dist[ridge]))) if ridge.any() else 0.0
+    if half <= 0:
+        return prob
+    thick = dist > BLOB_FACTOR * half
+    if not thick.any():
+        return prob
+    out = prob.copy()
+    zone = _disk(int(np.ceil(BLOB_FACTOR * half)) + 1)
+    for k in np.unique(cluster[thick]):
+        if k < 0:
+            continue
+        near = cv2.dilate((thick & (cluster == k)).astype(np.uint8), zone).astype(bool)
+        out[near & (cluster == k)] = 0.0
+    return out
+
+
+def _along(region: np.ndarray, reach: int, width: int) -> np.ndarray:
+    """A line-shaped structuring element along the region's main direction."""
+    pts = np.column_stack(np.nonzero(region)[::-1]).astype(np.float32)
+    (_, _), (rw, rh), angle = cv2.minAreaRect(pts)
+    if rh > rw:
+        angle += 90.0
+    k = 2 * reach + 1
+    kernel = np.zeros((k, k), np.uint8)
+    dx, dy = reach * np.cos(np.radians(angle)), reach * np.sin(np.radians(angle))
+    cv2.line(kernel, (int(round(reach - dx)), int(round(reach - dy))), (int(round(reach + dx)), int(round(reach + dy))),
+             1, thickness=max(1, 2 * width + 1))
+    return kernel
+
+
+def _drop_blobs(prob: np.ndarray, cluster: np.ndarray, cut: float) -> np.ndarray:
+    """Remove parts much thicker than the line's strokes (a dark object the
+    text crosses, not a glyph). A stroke's half-width is the distance to its
+    edge along its ridge; where a colour cluster is deeper than ``BLOB_FACTOR``
+    times the line's median half-width, that cluster's pixels around it are
+    dropped (the glyphs of other colours it touches stay)."""
+    strokes = (prob >= cut).astype(np.uint8)
+    if strokes.sum() < 20:
+        return prob
+    dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
+    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0)
+    half = max(1.5, float(np.median(dist[ridge]))) if ridge.any() else 0.0
+    if half <= 0:
+        return prob
+    thick = dist > BLOB_FACTOR * half
+    if not thick.any():
+        return prob
+    out = prob.copy()
+    zone = _disk(int(np.ceil(BLOB_FACTOR * half)) + 1)
+    for k in np.unique(cluster[thick]):
+        if k < 0:
+            continue
+        near = cv2.dilate((thick & (cluster == k)).astype(np.uint8), zone).astype(bool)
+        out[near & (cluster == k)] = 0.0
+    return out
+
+
+def _reconstruct(seed: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """The connected parts of ``within`` that touch ``seed``."""
+    count, labels = cv2.connectedComponents(within.astype(np.uint8), connectivity=8)
+    hit = np.unique(labels[seed & within])
+    hit = hit[hit > 0]
+    return np.isin(labels, hit) if hit.size else np.zeros_like(within)
+
+
+def _thin_beyond(prob: np.ndarray, line: np.ndarray, cut: float) -> np.ndarray:
+    """Beyond the detected line, keep only parts as thin as the line's own
+    strokes (a stray glyph), not an eye or a dark patch of the same colour."""
+    strokes = (prob >= cut).astype(np.uint8)
+    inside = strokes.astype(bool) & line
+    if inside.sum() < 20:
+        return np.where(line, prob, 0.0).astype(np.float32)
+    dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
+    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0) & line
+    half = max(1.5, float(np.percentile(dist[ridge], 90))) if ridge.any() else 1.5
+    beyond = strokes.astype(bool) & ~line
+    count, labels = cv2.connectedComponents(beyond.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return prob
+    deepest = np.zeros(count, np.float32)
+    np.maximum.at(deepest, labels[beyond], dist[beyond])
+    thick = np.nonzero(deepest > THIN_FACTOR * half)[0]
+    thick = thick[thick > 0]
+    return np.where(np.isin(labels, thick), 0.0, prob).astype(np.float32) if thick.size else prob
+
+
+def _drop_specks(strokes: np.ndarray, min_area: int) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(strokes.astype(np.uint8), connectivity=8)
+    small = np.nonzero(stats[:, cv2.CC_STAT_AREA] < min_area)[0]
+    small = small[small > 0]
+    if small.size == 0:
+        return strokes
+    return strokes & ~np.isin(labels, small)
 
 
 def mask_from_strokes(strokes: np.ndarray, params: MaskParams, regions: np.ndarray | None = None,
-                      boxes: list[list[int]] | None = None) -> MaskResult:
+                      boxes: list[list[int]] | None = None, evidence: np.ndarray | None = None) -> MaskResult:
     """Dilate and feather a bool stroke mask (also used for user-supplied masks).
 
     The fill region (``binary``) is the strokes dilated by ``dilate`` px: every
     extra pixel the inpainter must invent costs quality, so feathering does not
     grow it. The soft mask is 1 on the strokes and falls off with a Gaussian of
     ``sigma`` across the dilation margin, so the fill fades into the real pixels
-    at the region's edge instead of meeting them at a hard seam."""
+    at the region's edge instead of meeting them at a hard seam. ``evidence``
+    (the stroke probability, float32 HxW) raises the margin's weights where
+    the pixels there still show some of the overlay (anti-aliased edges)."""
     strokes = strokes.astype(bool)
     core = cv2.dilate(strokes.astype(np.uint8), _disk(params.dilate)).astype(bool) if params.dilate else strokes.copy()
     if params.type == "binary" or params.sigma <= 0:
@@ -154,6 +615,8 @@ def mask_from_strokes(strokes: np.ndarray, params: MaskParams, regions: np.ndarr
     else:
         blurred = cv2.GaussianBlur(strokes.astype(np.float32), (0, 0), params.sigma)
         feather = np.clip(blurred / 0.5, 0.0, 1.0)  # a stroke edge pixel sees ~half the kernel
+        if evidence is not None:
+            feather = np.maximum(feather, np.clip(evidence, 0.0, 1.0))
         soft = np.where(core, np.maximum(strokes.astype(np.float32), feather), 0.0).astype(np.float32)
     regions = core.copy() if regions is None else regions
     return MaskResult(soft=soft, binary=core.copy(), core=core, regions=regions, boxes=boxes or [],
@@ -186,6 +649,7 @@ def mask_stats(confidence: np.ndarray, result: MaskResult) -> dict:
         "regions": len(result.boxes),
         "boxes": result.boxes,
         "stroke_width": round(width, 2),
+        "lines": [line.to_dict() for line in result.lines],
     }
 
 

@@ -21,13 +21,15 @@ from worker.upscale.base import Upscaler, target_size, upscale_alpha
 @dataclass
 class Detection:
     """``confidence``: detector probability HxW; ``soft``: blend weights HxW;
-    ``binary``: bool fill region; ``core``: bool strokes + dilation; ``stats``: JSON-able."""
+    ``binary``: bool fill region; ``core``: bool strokes + dilation; ``stats``: JSON-able;
+    ``overlay``: float32 HxWx4 overlay estimate (colour, alpha), None for a user mask."""
 
     confidence: np.ndarray
     soft: np.ndarray
     binary: np.ndarray
     core: np.ndarray
     stats: dict
+    overlay: np.ndarray | None = None
 
 
 def detect(rgb: np.ndarray, detector, params: MaskParams, user_mask: np.ndarray | None = None) -> Detection:
@@ -50,7 +52,7 @@ def detect(rgb: np.ndarray, detector, params: MaskParams, user_mask: np.ndarray 
         source = "detector"
     stats = mask_stats(confidence, result)
     stats["source"] = source
-    return Detection(confidence, result.soft, result.binary, result.core, stats)
+    return Detection(confidence, result.soft, result.binary, result.core, stats, result.overlay)
 
 
 def inpaint(rgb: np.ndarray, alpha: np.ndarray | None, region: np.ndarray, variant: str,

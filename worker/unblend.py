@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 ALPHA_MAX = 0.85          # above: the photo is under 15% of the pixel; inpaint instead
@@ -40,11 +41,18 @@ class UnblendResult:
 
 
 def unblend(rgb: np.ndarray, overlay: np.ndarray, region: np.ndarray, alpha_max: float = ALPHA_MAX,
-            tolerance: float = 2.0) -> UnblendResult:
+            tolerance: float = 2.0, margin: int | None = None) -> UnblendResult:
     """Reverse the blend inside ``region`` (bool HxW) where the overlay
     (float32 HxWx4: colour, alpha) is semi-transparent and the result fits.
     ``tolerance``: how many times the amplified quantisation error a result may
-    fall outside [0, 1] before the pixel counts as not fitting."""
+    fall outside [0, 1] before the pixel counts as not fitting.
+
+    ``margin``: when the region is the overlay's pixels grown by a safety
+    margin (a detected mask), pass that margin: what remains to inpaint is
+    then the overlay pixels not lifted, grown by ``margin`` px within the
+    region, so the margin around a fully lifted overlay (pixels the overlay
+    never touched) is not inpainted. ``None``: every region pixel not lifted
+    remains."""
     if overlay.shape[:2] != rgb.shape[:2] or overlay.shape[2] != 4:
         raise ValueError(f"overlay must be HxWx4 matching the image {rgb.shape[:2]} but is {overlay.shape}")
     alpha = overlay[:, :, 3]
@@ -59,4 +67,9 @@ def unblend(rgb: np.ndarray, overlay: np.ndarray, region: np.ndarray, alpha_max:
     lifted = np.zeros_like(candidate)
     lifted[candidate] = fits
     out[lifted] = np.clip(photo[fits], 0.0, 1.0)
-    return UnblendResult(out, lifted, region & ~lifted)
+    if margin is None:
+        return UnblendResult(out, lifted, region & ~lifted)
+    unlifted = (region & (alpha > ALPHA_MIN) & ~lifted).astype(np.uint8)
+    if margin > 0:
+        unlifted = cv2.dilate(unlifted, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1,) * 2))
+    return UnblendResult(out, lifted, region & unlifted.astype(bool))
