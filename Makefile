@@ -12,7 +12,10 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps models demo test bench clean
 
+# A half-made venv (an install cut off, or a link left in its place) is removed
+# first: `venv` refuses to create over a file or a symlink.
 $(VENV)/.installed: pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet -e '.[test]'
