@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps models demo test bench clean
 
-# A half-made venv (an install cut off, or a link left in its place) is removed
-# first: `venv` refuses to create over a file or a symlink.
+# Something other than a venv at its path (a file, a link, a venv without its
+# python) is removed first: `venv` refuses to create over a file or a link.
 $(VENV)/.installed: pyproject.toml
-	rm -rf $(VENV)
+	@if [ -L $(VENV) ] || { [ -e $(VENV) ] && [ ! -x $(VENV)/bin/python ]; }; then rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet -e '.[test]'
