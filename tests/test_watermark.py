@@ -109,3 +109,79 @@ def test_watermark_stage_runs_in_retouch_run(tmp_path):
     out = cv2.imread(str(tmp_path / "out" / "cat.png"))[..., ::-1].astype(np.float32) / 255
     truth = alpha > 0.02
     assert metrics.psnr(clean, out, truth) > metrics.psnr(clean, telea(observed, truth), truth) + 3
+
+
+# --- learned from a collection ---------------------------------------------------
+
+def collection(n: int, side: int = 128, seed: int = 0) -> list[np.ndarray]:
+    """``n`` different crops of scikit-image's bundled photos (colour, and grey ones as RGB)."""
+    import skimage.data as data
+
+    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.stereo_motorcycle()[0],
+               data.hubble_deep_field(), data.retina(), data.immunohistochemistry()]
+    sources += [np.dstack([g] * 3) for g in (data.camera(), data.brick(), data.grass(), data.gravel(), data.moon())]
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        y, x = int(rng.integers(0, src.shape[0] - side)), int(rng.integers(0, src.shape[1] - side))
+        crops.append(src[y:y + side, x:x + side].astype(np.float32) / 255.0)
+    return crops
+
+
+def shared_mark(images, colour=(255, 255, 255), opacity=0.45):
+    """The same logo composited at the same place on every image: (observed 8-bit, true alpha)."""
+    h, w = images[0].shape[:2]
+    spec = degrade.LogoSpec(xy=(w - 62, h - 62), size=54, letters="RA", colour=colour, opacity=opacity)
+    alpha = degrade.logo_layer(w, h, spec)
+    return [np.round(degrade.composite(im, alpha, colour)[0] * 255) / 255 for im in images], alpha
+
+
+@pytest.mark.parametrize("colour, opacity", [((255, 255, 255), 0.45), ((20, 20, 20), 0.35), ((230, 60, 40), 0.6)])
+def test_learned_alpha_matches_the_true_one(colour, opacity):
+    from worker.watermark.learn import learn
+
+    observed, truth = shared_mark(collection(20), colour, opacity)
+    learned = learn([o.astype(np.float32) for o in observed])
+    x0, y0, x1, y1 = learned.box
+    estimate = np.zeros_like(truth)
+    estimate[y0:y1, x0:x1] = learned.template.alpha
+    support = truth > 0.02
+    assert np.abs(estimate - truth)[support].mean() <= 0.05          # on the mark itself
+    assert np.abs(estimate - truth)[y0:y1, x0:x1].mean() <= 0.02     # over its box
+    assert np.abs(learned.template.colour[0, 0] - np.float32(colour) / 255).max() < 0.08
+
+
+def test_too_few_or_unmarked_images_get_one_line():
+    from worker.watermark import WatermarkError
+    from worker.watermark.learn import learn
+
+    with pytest.raises(WatermarkError, match="needs at least 8"):
+        learn(shared_mark(collection(5))[0])
+    with pytest.raises(WatermarkError, match="share no visible mark") as info:
+        learn(collection(20))
+    assert "\n" not in str(info.value)
+
+
+def test_retouch_run_learns_the_batch_mark_then_lifts_it(tmp_path):
+    clean = collection(20)
+    observed, truth = shared_mark(clean)
+    (tmp_path / "in").mkdir()
+    for i, o in enumerate(observed):
+        cv2.imwrite(str(tmp_path / "in" / f"{i:02d}.png"), np.rint(o[..., ::-1] * 255).astype(np.uint8))
+    assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--watermark", "learned", "--save-masks"]) == 0
+    sidecar = json.loads((tmp_path / "out" / "retouch-watermark.json").read_text())
+    assert len(sidecar["images"]) == 20 and np.asarray(sidecar["alpha"]).max() == pytest.approx(0.45, abs=0.05)
+    mask = truth > 0.02
+    recalls, psnr, baseline = [], [], []
+    for i, (c, o) in enumerate(zip(clean, observed)):
+        record = json.loads((tmp_path / "out" / f"{i:02d}.png.json").read_text())
+        assert len(record["watermarks"]["marks"]) == 1
+        region = cv2.imread(str(tmp_path / "out" / f"{i:02d}.png.mask.png"), cv2.IMREAD_UNCHANGED) > 0
+        recalls.append((region & mask).sum() / mask.sum())
+        out = cv2.imread(str(tmp_path / "out" / f"{i:02d}.png"))[..., ::-1].astype(np.float32) / 255
+        psnr.append(metrics.psnr(c, out, mask))
+        baseline.append(metrics.psnr(c, telea(o.astype(np.float32), mask), mask))
+    assert min(recalls) >= 0.95
+    assert np.mean(psnr) > np.mean(baseline) + 1, (np.mean(psnr), np.mean(baseline))

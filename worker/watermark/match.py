@@ -218,11 +218,18 @@ def polish(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> Pose:
 
 def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_score: float = MIN_SCORE,
          min_fit: float = MIN_FIT) -> tuple[list[Occurrence], list[Occurrence]]:
-    """Every occurrence of ``template`` in ``rgb`` (float32 HxWx3 in [0, 1]).
-    Returns (accepted, rejected candidates): accepted ones best first, none
-    overlapping another by more than half its size."""
+    """Every occurrence of ``template`` in ``rgb`` (float32 HxWx3 in [0, 1]); a
+    learned template (``anchor``) in an image of its collection's size only
+    near where it was learned, unscaled and unrotated. Returns (accepted,
+    rejected candidates): accepted ones best first, none overlapping another
+    by more than half its size."""
     feature = colour_gradient(rgb)
     th, tw = template.alpha.shape
+    near = None
+    if template.anchor is not None and (rgb.shape[1], rgb.shape[0]) == tuple(template.anchor[2:]):
+        # learned from a collection of this size: where it was learned, at its own scale, give or take a shift
+        scales, angles = (1.0,), (0.0,)
+        near = (template.anchor[0], template.anchor[1], max(16.0, 0.5 * min(th, tw)))
     factor = 2 if min(th, tw) * min(scales) >= 48 and min(rgb.shape[:2]) >= 256 else 1
     small_feature = feature if factor == 1 else colour_gradient(cv2.resize(rgb, None, fx=1 / factor, fy=1 / factor,
                                                                            interpolation=cv2.INTER_AREA))
@@ -232,12 +239,17 @@ def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_
     candidates = coarse_search(small_feature, small, scales, angles)
     scale_step = math.log(scales[1] / scales[0]) / 2 if len(scales) > 1 else 0.02
     angle_step = (angles[1] - angles[0]) / 2 if len(angles) > 1 else 1.0
+    starts = [Pose((c.x + 0.5) * factor - 0.5, (c.y + 0.5) * factor - 0.5, c.scale * (sw * factor / tw), c.angle)
+              for _, c in candidates]
+    if near is not None:
+        # the learned place itself is always tried (the fit decides), even when the photo drowns its edges
+        starts = [p for p in starts if math.hypot(p.x - near[0], p.y - near[1]) <= near[2]]
+        starts.append(Pose(near[0], near[1], 1.0, 0.0))
+        # where the place is known, the overlay fit is the evidence: a white mark on a white box has no edges
+        min_score = min(min_score, 0.1)
     accepted: list[Occurrence] = []
     rejected: list[Occurrence] = []
-    for _, coarse in candidates:
-        cx = (coarse.x + 0.5) * factor - 0.5
-        cy = (coarse.y + 0.5) * factor - 0.5
-        start = Pose(cx, cy, coarse.scale * (sw * factor / tw), coarse.angle)
+    for start in starts:
         if any(math.hypot(start.x - o.pose.x, start.y - o.pose.y) < 0.4 * min(th, tw) * o.pose.scale for o in accepted):
             continue
         score, pose = refine(feature, template, start, (factor * 1.0, factor * 1.0, scale_step, angle_step))

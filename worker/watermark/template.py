@@ -11,8 +11,9 @@ scale, see :mod:`worker.watermark.match`).
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -31,25 +32,34 @@ class WatermarkError(RetouchError):
 @dataclass(frozen=True)
 class Template:
     """``colour``: float32 hxwx3 RGB in [0, 1]; ``alpha``: float32 hxw in [0, 1];
-    ``name``: where it came from (a path, or ``learned``)."""
+    ``name``: where it came from (a path, or ``learned``). ``anchor``: for a
+    mark learned from a collection, its centre (x, y) in the collection's
+    frame and that frame's (width, height): it is looked for there, at its
+    own scale and angle, in images of that size."""
 
     colour: np.ndarray
     alpha: np.ndarray
     name: str
+    anchor: tuple[float, float, int, int] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
         return self.alpha.shape[1], self.alpha.shape[0]
 
 
-def from_rgba(rgba: np.ndarray, name: str) -> Template:
-    """A template from float32 hxwx4 (colour, alpha), cropped to its marked part."""
-    alpha = np.clip(rgba[..., 3], 0, 1).astype(np.float32)
+def _crop(alpha: np.ndarray, name: str) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the marked part of ``alpha``, 2 px around."""
     ys, xs = np.nonzero(alpha > ALPHA_FLOOR)
     if ys.size == 0:
         raise WatermarkError(f"{name}: the template has no visible mark (its alpha is 0 everywhere)")
-    y0, y1 = max(0, ys.min() - 2), min(alpha.shape[0], ys.max() + 3)
-    x0, x1 = max(0, xs.min() - 2), min(alpha.shape[1], xs.max() + 3)
+    return (max(0, xs.min() - 2), max(0, ys.min() - 2), min(alpha.shape[1], xs.max() + 3),
+            min(alpha.shape[0], ys.max() + 3))
+
+
+def from_rgba(rgba: np.ndarray, name: str) -> Template:
+    """A template from float32 hxwx4 (colour, alpha), cropped to its marked part."""
+    alpha = np.clip(rgba[..., 3], 0, 1).astype(np.float32)
+    x0, y0, x1, y1 = _crop(alpha, name)
     return Template(np.ascontiguousarray(rgba[y0:y1, x0:x1, :3], np.float32),
                     np.ascontiguousarray(alpha[y0:y1, x0:x1]), name)
 
@@ -82,8 +92,27 @@ def load_template(path: str | Path) -> Template:
     if min(array.shape[:2]) < 4:
         raise WatermarkError(f"{path}: the watermark template is too small ({array.shape[1]}x{array.shape[0]})")
     if has_alpha and array[..., 3].min() < 0.99:
-        return from_rgba(array, str(path))
+        template = from_rgba(array, str(path))
+        return replace(template, anchor=_anchor(path, array, template))
     return from_flat_background(array[..., :3], str(path))
+
+
+def _anchor(path: Path, rgba: np.ndarray, template: Template) -> tuple[float, float, int, int] | None:
+    """The learned position, from the JSON that ``retouch watermark learn``
+    writes next to its template (``box``: where this PNG lies in the frame)."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        info = json.loads(sidecar.read_text())
+        box, size = info["box"], info["size"]
+        if info.get("template") != path.name or (box["x1"] - box["x0"], box["y1"] - box["y0"]) != rgba.shape[1::-1]:
+            return None
+        x0, y0, _, _ = _crop(np.clip(rgba[..., 3], 0, 1), str(path))
+        h, w = template.alpha.shape
+        return (box["x0"] + x0 + (w - 1) / 2, box["y0"] + y0 + (h - 1) / 2, int(size["width"]), int(size["height"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def save_template(template: Template, path: str | Path) -> None:
