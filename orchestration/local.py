@@ -123,8 +123,10 @@ def search(paths: Iterable[str | Path], exclude: Path | None = None) -> Search:
             continue
         if stat.S_ISDIR(st.st_mode):
             _walk(path, path, exclude, found, frozenset({(st.st_dev, st.st_ino)}))
-        else:
+        elif stat.S_ISREG(st.st_mode):
             found.files.append((path, path.parent))
+        else:   # reading a FIFO would block the batch
+            found.failed.append(Outcome(path, "failed", error=f"{path}: {_not_regular(st)}"))
     return found
 
 
@@ -155,9 +157,17 @@ def _walk(folder: Path, root: Path, exclude: Path | None, found: Search, ancesto
                                                                   f"{path.resolve()}, a folder above it)"))
             elif exclude is None or path.resolve() != exclude:
                 _walk(path, root, exclude, found, ancestors | {(st.st_dev, st.st_ino)})
-        elif stat.S_ISREG(st.st_mode) and path.suffix.lower() in EXTENSIONS:
-            if exclude is None or exclude not in path.resolve().parents:
+        elif path.suffix.lower() in EXTENSIONS and (exclude is None or exclude not in path.resolve().parents):
+            if stat.S_ISREG(st.st_mode):
                 found.files.append((path, root))
+            else:
+                found.failed.append(Outcome(path, "failed", error=f"{path}: {_not_regular(st)}"))
+
+
+def _not_regular(st: os.stat_result) -> str:
+    kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+    return f"not a regular file ({kind}), not read"
 
 
 def _unreadable(path: Path, exc: OSError) -> str:

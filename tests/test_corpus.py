@@ -301,6 +301,25 @@ kind("webp-icc", "valid", "webp-icc.webp", lambda: _pil_bytes(_u8(B), "WEBP", qu
 kind("webp-exif-orientation-8", "valid", "webp-exif-orientation-8.webp",
      lambda: _pil_bytes(_u8(_oriented(B, 8)), "WEBP", lossless=True, exif=_exif_orientation(8)),
      truth=lambda: B, fmt="WEBP", lossless_webp=True)
+def _bmp_top_down(arr: np.ndarray) -> bytes:
+    """Pillow's 32-bit BMP turned top-down (negative height), as some writers store it."""
+    data = bytearray(_pil_bytes(arr, "BMP"))
+    offset, width, height = struct.unpack_from("<I", data, 10)[0], *struct.unpack_from("<ii", data, 18)
+    rows = np.frombuffer(bytes(data[offset:offset + width * height * 4]), np.uint8).reshape(height, width * 4)
+    data[offset:offset + rows.size] = rows[::-1].tobytes()
+    struct.pack_into("<i", data, 22, -height)
+    return bytes(data)
+
+
+kind("bmp-rgba32-top-down", "valid", "bmp-rgba32-top-down.bmp", lambda: _bmp_top_down(_u8(RGBA)),
+     truth=lambda: RGBA, fmt="BMP")
+kind("tiff-miniswhite8", "valid", "tiff-miniswhite8.tif",
+     lambda: _tiff_bytes(255 - _u8(GREY), photometric="miniswhite"), truth=lambda: GREY[:, :, None], fmt="TIFF")
+kind("tiff-rgba16-associated-alpha", "valid", "tiff-rgba16-assoc.tif",
+     lambda: _tiff_bytes(_u16(np.concatenate([B * A[:, :, None], A[:, :, None]], 2)), photometric="rgb",
+                         extrasamples=["assocalpha"]),
+     truth=lambda: np.concatenate([np.where(A[:, :, None] > 0, B, 0), A[:, :, None]], 2), fmt="TIFF", depth=16,
+     lossy=True)
 kind("bmp-rgb24", "valid", "bmp-rgb24.bmp", lambda: _pil_bytes(_u8(B), "BMP"), truth=lambda: B, fmt="BMP")
 kind("bmp-rgba32", "valid", "bmp-rgba32.bmp", lambda: _pil_bytes(_u8(RGBA), "BMP"), truth=lambda: RGBA, fmt="BMP")
 kind("bmp-palette8", "valid", "bmp-palette8.bmp", _palette("BMP")[0], truth=_palette("BMP")[1], fmt="BMP")
@@ -352,6 +371,8 @@ kind("tiff16-cut", "broken", "tiff16-cut.tif",
 kind("tiff8-lzw-cut", "broken", "tiff8-lzw-cut.tif",
      lambda: (lambda d: d[: len(d) // 2])(_tiff_bytes(_u8(_base(200, 200)), photometric="rgb", compression="lzw",
                                                       rowsperstrip=16)), cause=CORRUPT)
+kind("png-iccp-garbage", "broken", "png-iccp-garbage.png",
+     lambda: _PNG[:33] + _chunk(b"iCCP", b"sRGB\x00\x00" + b"not zlib at all" * 4) + _PNG[33:], cause="corrupt embedded ICC profile")
 kind("tiff-header-garbage", "broken", "tiff-garbage.tif", lambda: b"II*\x00" + b"\xff" * 60, cause=CORRUPT)
 kind("webp-cut", "broken", "webp-cut.webp", lambda: _WEBP[: len(_WEBP) // 2], cause=CORRUPT)
 kind("bmp-cut", "broken", "bmp-cut.bmp", lambda: _BMP[: len(_BMP) // 2], cause=CORRUPT)
@@ -391,6 +412,10 @@ kind("tiff-int32", "hostile", "int32.tif", lambda: _tiff_bytes((B[:, :, 0] * 1e6
 kind("tiff-five-samples", "hostile", "five-samples.tif",
      lambda: _tiff_bytes(_u16(np.concatenate([RGBA, A[:, :, None]], 2)), photometric="rgb",
                          extrasamples=["unassalpha", "unspecified"]), cause="5 samples per pixel")
+
+
+def _fifo(folder: Path):
+    os.mkfifo(folder / "fifo.png")
 
 
 def _unreadable_file(folder: Path):
@@ -434,6 +459,9 @@ KINDS += [
          cause="symbolic link loop", explicit=True),
     Kind("explicit-dangling-symlink", "hostile", _explicit("nowhere.png", "dangling.png"), file="dangling.png",
          cause="dangling symbolic link", explicit=True),
+    Kind("fifo-in-folder", "hostile", _fifo, file="fifo.png", cause="not a regular file (a FIFO)"),
+    Kind("explicit-fifo", "hostile", lambda folder: os.mkfifo(folder.parent / "explicit" / "pipe.jpg"),
+         file="pipe.jpg", cause="not a regular file (a FIFO)", explicit=True),
     Kind("explicit-missing-path", "hostile", lambda folder: None, file="missing.png",
          cause="no such file or folder", explicit=True),
     Kind("explicit-gif-unsupported", "broken",

@@ -215,7 +215,8 @@ def _check_single(name: str, fmt: str, count: int) -> None:
 
 
 def _check_png_chunks(data: bytes, name: str) -> None:
-    """Verify every chunk's CRC up to IEND: Pillow skips the IDAT CRCs."""
+    """Verify every chunk's CRC up to IEND (Pillow skips the IDAT CRCs), and
+    that an embedded ICC profile decompresses."""
     pos = 8
     while pos + 12 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -228,6 +229,12 @@ def _check_png_chunks(data: bytes, name: str) -> None:
             chunk = kind.decode("latin-1")
             raise ImageError(name, f"truncated or corrupt image data (PNG {chunk} chunk at byte {pos} fails its "
                                    "CRC check)")
+        if kind == b"iCCP":   # Pillow drops a profile that does not decompress without a word
+            body = data[pos + 8:end]
+            try:
+                zlib.decompress(body[body.index(b"\x00") + 2:])
+            except (ValueError, zlib.error) as exc:
+                raise ImageError(name, f"corrupt embedded ICC profile (PNG iCCP chunk: {_one_line(exc)})") from None
         if kind == b"IEND":
             return
         pos = end + 4
@@ -318,9 +325,15 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
         tags = page.tags
         orientation = _orientation(tags[274].value if 274 in tags else None, name)
         icc = tags[34675].value if 34675 in tags else None
+        premultiplied = arr.shape[2] == base + 1 and tuple(page.extrasamples or (0,))[0] == 1   # ASSOCALPHA
     arr, depth = _tiff_samples(arr, name)
-    return _image(arr[:, :, 0] if arr.shape[2] == 1 else arr, depth, orientation,
-                  bytes(icc) if icc else None, _tiff_exif(data, name), "TIFF", name, False)
+    img = _image(arr[:, :, 0] if arr.shape[2] == 1 else arr, depth, orientation,
+                 bytes(icc) if icc else None, _tiff_exif(data, name), "TIFF", name, False)
+    if premultiplied:   # associated alpha: retouch's colour is straight, as Pillow's RGBa gives it
+        a = img.alpha[:, :, None]
+        img = img.with_pixels(np.where(a > 0, np.clip(img.rgb / np.maximum(a, 1e-12), 0, 1), 0).astype(np.float32),
+                              img.alpha)
+    return img
 
 
 def _tiff_exif(data: bytes, name: str) -> bytes | None:
