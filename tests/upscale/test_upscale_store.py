@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestration.cli import main
@@ -65,8 +66,16 @@ def test_missing_weights_fail_naming_the_file(store_copy):
     (store_copy / "ncnn" / "realesrgan-x4plus-anime.param").unlink()
     with pytest.raises(ModelFileMissing, match=r"realesrgan-x4plus-anime\.param: model file missing"):
         upscale.create("realesrgan-x4plus-anime-ncnn", upscale.UpscaleOptions(model_dir=str(store_copy)))
-    with pytest.raises(ModelNotFound, match="make models"):
-        upscale.create("realesrgan-x4plus", upscale.UpscaleOptions(model_dir=str(store_copy / "empty")))
+    # a model the store lacks: one line naming the store; a shipped one is provisioned on first use instead
+    with pytest.raises(ModelNotFound, match=r"'not-shipped' is not in the model store .*make models"):
+        open_store(store_copy / "empty").entry("not-shipped")
+    upscale.create("realesr-animevideov3", upscale.UpscaleOptions(model_dir=str(store_copy / "empty")))
+    from safetensors.numpy import load_file
+
+    provisioned = load_file(open_store(store_copy / "empty").path("realesr-animevideov3"))   # checksum verified
+    reference = load_file(store_copy / "realesr-animevideov3.safetensors")
+    assert provisioned.keys() == reference.keys()
+    assert all(np.array_equal(provisioned[k], reference[k]) for k in reference)
 
 
 def test_models_list_and_verify(store_copy, capsys):
