@@ -52,9 +52,11 @@ def test_prometheus_scrapes_an_embedded_run(tmp_path, prometheus):
     assert not torch.cuda.is_available(), "on a GPU machine, drop the GPU entries from EMBEDDED_EMPTY"
     inputs = tmp_path / "in"
     inputs.mkdir()
-    # two copies of each sample, so the run spans several 1 s scrapes even with
-    # warm caches (rate() needs a sample before and after an increment)
-    for copy in ("a", "b"):
+    # three copies of each sample, so the run spans several 1 s scrapes even with
+    # warm caches and a Prometheus slow to make its first scrape on a loaded
+    # machine (rate() needs a sample before and after an increment; with two
+    # copies every "ok" increment once landed before the first scrape)
+    for copy in ("a", "b", "c"):
         for sample in sorted((ROOT / "examples").glob("*.*")):
             if sample.suffix in (".jpg", ".png"):
                 shutil.copy(sample, inputs / f"{copy}-{sample.name}")
@@ -110,7 +112,7 @@ def test_prometheus_scrapes_an_embedded_run(tmp_path, prometheus):
     ok_rate = by('sum by (status) (rate(retouch_images_total[5m])) * 60', "status")
     assert ok_rate[("ok",)] > 0 and ok_rate[("failed",)] > 0
     assert prom.value('sum(increase(retouch_images_total{status="failed"}[5m]))', at) == pytest.approx(1, rel=0.5)
-    # 1 in 9 images failed: above the alert's 5% (its thresholds are unit-tested by promtool)
+    # 1 in 13 images failed: above the alert's 5% (its thresholds are unit-tested by promtool)
     # (rate() extrapolates and may miss increments before the first scrape: not exactly 1/5)
     assert 0.05 < prom.value("retouch:image_failure_ratio:rate15m", at) <= 0.5
     # live, Prometheus holds the alert pending exactly when its traffic guard (0.01 images/s) also holds
