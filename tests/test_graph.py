@@ -38,11 +38,13 @@ def noop_stage():
 
 def test_stage_order_and_segments_follow_the_declaration(noop_stage):
     plan = Plan(ops=["remove-text", "upscale"])
+    # upscale auto: the router may put a deblock or denoise pre-pass before the upscaler
     assert [s.name for s in graph.stages_for(plan)] == ["detect", "watermark", "unblend", "inpaint", "postprocess", "noop",
-                                                       "upscale"]
+                                                       "deblock", "denoise", "upscale"]
     assert [[s.name for s in seg] for seg in graph.segments(graph.stages_for(plan))] == \
-        [["detect", "watermark", "unblend", "inpaint"], ["postprocess"], ["noop", "upscale"]]
-    assert [s.name for s in graph.stages_for(Plan(ops=["upscale"]))] == ["noop", "upscale"]
+        [["detect", "watermark", "unblend", "inpaint"], ["postprocess"], ["noop", "deblock", "denoise", "upscale"]]
+    assert [s.name for s in graph.stages_for(Plan(ops=["upscale"]))] == ["noop", "deblock", "denoise", "upscale"]
+    assert [s.name for s in graph.stages_for(Plan(ops=["upscale"], upscale="lanczos"))] == ["noop", "upscale"]
     with pytest.raises(ValueError, match="undeclared artifact"):
         graph.add_stage(graph.Stage("bad", noop_step, consumes=("nope",), produces=()))
 

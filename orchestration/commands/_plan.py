@@ -8,7 +8,8 @@ from worker.pipeline.plan import Plan, make_plan
 def add_plan_arguments(p) -> None:
     """The pipeline flags of `retouch run` and `retouch submit` (one definition, so
     both build the same Plan and fingerprint)."""
-    p.add_argument("--ops", default="remove-text", help="comma-separated: remove-text,upscale (default remove-text)")
+    p.add_argument("--ops", default="remove-text",
+                   help="comma-separated: remove-text,deblock,denoise,upscale (default remove-text)")
     p.add_argument("--scale", type=float, default=4.0, help="upscale factor, 1-8 (default 4)")
     p.add_argument("--mask-type", choices=["soft", "binary"], default="soft", help="soft (feathered) or binary mask")
     p.add_argument("--mask-sigma", type=float, default=4.0, help="feathering sigma in px (default 4)")
@@ -19,6 +20,11 @@ def add_plan_arguments(p) -> None:
                    help="auto or a variant: telea, ns, patchmatch, or a diffusion/LaMa model added to the store "
                         "(see `retouch models list`)")
     p.add_argument("--upscale", default="auto", help="auto or a variant (see `retouch models list`)")
+    p.add_argument("--prepass", default="auto",
+                   help="restoration before upscaling: auto (chosen by the measured JPEG quality, noise and grain "
+                        "when --upscale is auto), none, ffdnet, waifu2x-noise0..3")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="FFDNet's noise level in 8-bit units (default: measured per image)")
     p.add_argument("--no-hallucination", action="store_true",
                    help="forensic mode: never use a learned upscaler (Lanczos unless --upscale bicubic)")
     g = p.add_argument_group("learned inpainting (diffusion models; LaMa ignores them)")
@@ -44,6 +50,7 @@ def plan_from_args(args, model_dir: str | None = None, device: str = "auto") -> 
     return make_plan(model_dir, ops=[o.strip() for o in args.ops.split(",") if o.strip()], scale=args.scale,
                      mask_type=args.mask_type, mask_sigma=args.mask_sigma, mask_threshold=args.mask_threshold,
                      mask_dilate=args.mask_dilate, seed=args.seed, inpaint=args.inpaint, upscale=args.upscale,
+                     prepass=args.prepass, sigma=args.sigma,
                      no_hallucination=args.no_hallucination, format=args.format, quality=args.quality,
                      device=device, prompt=args.prompt, negative_prompt=args.negative_prompt,
                      strength=args.strength, steps=args.steps, guidance=args.guidance,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from orchestration.evaluate.routing import format_summary as format_routing
 from orchestration.evaluate.runner import INPUT
 from orchestration.evaluate.suite import EvalConfig, run_suite
 from orchestration.settings import load_settings
@@ -65,5 +66,11 @@ def run(args) -> int:
             label = "ref" if e["variant"] == INPUT else e.get("rank", "-")
             out.write(f"  {label!s:>3} {e['variant']:<12} {metric} {value if value is not None else '-'}"
                       f"{f' ± {ci}' if ci is not None else ''}  (n={e['n']})\n")
+    if result.routing:
+        out.write(format_routing(result.routing))
+        fit = result.routing["fit"]
+        out.write(f"  fitted on these cases: thresholds {fit['thresholds']}, models {fit['models']} -> LPIPS "
+                  f"{fit['in_sample_lpips']} (leave one photo out {fit['leave_one_photo_out_lpips']}; "
+                  f"auto as run {fit['auto_lpips']})\n")
     out.write(f"report: {result.page}\n")
     return 0

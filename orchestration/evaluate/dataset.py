@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from orchestration.evaluate.artifact_cases import ARTIFACT_KINDS, artifact_case
 from orchestration.local import discover
 from orchestration.storage import open_storage
 from worker import degrade
@@ -147,23 +148,25 @@ def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str]
     """Cases for every photo x kind x JPEG level (0 = no compression).
 
     remove-text kinds: text, watermark, logo (JPEG applied after the overlay);
-    upscale kinds: x2, x4 (JPEG applied to the low-resolution input).
+    upscale kinds: x2, x4 (JPEG applied to the low-resolution input), and the
+    artifact kinds of :mod:`.artifact_cases` (x4; clean, jpeg10..70, noise5..30,
+    grain, blur-jpeg, illustration).
     Raises EvalError for an unknown kind or a JPEG level outside 0-95."""
     jpeg_levels = jpeg_levels or [0]
     for q in jpeg_levels:
         if not (q == 0 or 1 <= q <= 95):
             raise EvalError(f"JPEG level must be 0 (none) or 1-95 but is {q}")
     wanted = {"remove-text": [k for k in (kinds or TEXT_KINDS) if k in TEXT_KINDS],
-              "upscale": [k for k in (kinds or UPSCALE_KINDS) if k in UPSCALE_KINDS]}
-    unknown = [k for k in kinds or [] if k not in TEXT_KINDS + UPSCALE_KINDS]
+              "upscale": [k for k in (kinds or UPSCALE_KINDS) if k in UPSCALE_KINDS + ARTIFACT_KINDS]}
+    unknown = [k for k in kinds or [] if k not in TEXT_KINDS + UPSCALE_KINDS + ARTIFACT_KINDS]
     if unknown:
         raise EvalError(f"unknown degradation(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(TEXT_KINDS + UPSCALE_KINDS)}")
+                         f"{', '.join(TEXT_KINDS + UPSCALE_KINDS + ARTIFACT_KINDS)}")
     cases: list[Case] = []
     for p_i, photo in enumerate(photos):
         for op in ops:
             for kind in wanted.get(op, []):
-                k_i = (TEXT_KINDS + UPSCALE_KINDS).index(kind)
+                k_i = (TEXT_KINDS + UPSCALE_KINDS + ARTIFACT_KINDS).index(kind)
                 for j_i, q in enumerate(jpeg_levels):
                     rng = _rng(seed, p_i, k_i, j_i)
                     case_id = f"{Path(photo.name).with_suffix('').as_posix().replace('/', '_')}-{kind}" + (f"-q{q}" if q else "")
@@ -172,6 +175,12 @@ def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str]
                         if q:
                             degraded = degrade.jpeg(degraded, q)
                         cases.append(Case(case_id, photo.name, op, kind, q, photo.rgb, degraded, mask, 1, params))
+                    elif kind in ARTIFACT_KINDS:   # x4 with artifacts (artifact_cases); JPEG levels do not apply
+                        if j_i == 0:   # seeded by the kind's own index: stable when kind lists grow
+                            art_rng = _rng(seed, p_i, 1000 + ARTIFACT_KINDS.index(kind))
+                            truth, low, params = artifact_case(photo.rgb, kind, art_rng)
+                            cases.append(Case(case_id.rsplit("-q", 1)[0] if q else case_id, photo.name, op, kind, 0,
+                                              truth, low, None, params["factor"], params))
                     else:
                         factor = int(kind[1:])
                         low, truth = degrade.downscale(photo.rgb, factor)

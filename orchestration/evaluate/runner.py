@@ -31,6 +31,7 @@ import numpy as np
 from orchestration.evaluate.dataset import Case, EvalError
 from orchestration.local import restore
 from worker import inpaint, stages, upscale
+from worker.upscale import restoration
 from worker.errors import RetouchError
 from worker.io import Image
 from worker.mask import confidence_sample
@@ -55,6 +56,9 @@ def resolve_variants(names: list[str], ops: list[str]) -> dict[str, list[str]]:
     upscale registry names to upscale, ``auto`` to both; an op with none gets
     ``["auto"]``. Raises EvalError for a name neither registry knows."""
     known = {"remove-text": set(inpaint.names()), "upscale": set(upscale.names())}
+    # "PREPASS+UPSCALER": a fixed restoration pre-pass, then a fixed upscaler
+    known["upscale"] |= {n for n in names if "+" in n and n.split("+", 1)[0] in restoration.names()
+                         and n.split("+", 1)[1] in known["upscale"]}
     unknown = [n for n in names if n != "auto" and not any(n in k for k in known.values())]
     if unknown:
         raise EvalError(f"unknown variant(s) {', '.join(unknown)}; inpaint: {', '.join(sorted(known['remove-text']))}; "
@@ -64,6 +68,14 @@ def resolve_variants(names: list[str], ops: list[str]) -> dict[str, list[str]]:
         chosen = [n for n in names if n == "auto" or n in known[op]]
         out[op] = chosen or ["auto"]
     return out
+
+
+def upscale_plan(variant: str, scale: float, seed: int) -> Plan:
+    """The plan of an upscale variant: ``auto``, an upscaler, or ``PREPASS+UPSCALER``."""
+    if "+" in variant:
+        prepass, upscaler = variant.split("+", 1)
+        return Plan(ops=["upscale"], upscale=upscaler, prepass=prepass, scale=scale, seed=seed)
+    return Plan(ops=["upscale"], upscale=variant, scale=scale, seed=seed)
 
 
 def _r(value: float | None) -> float | None:
@@ -139,11 +151,14 @@ def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCach
                                     **score(case, case.degraded, lpips, None)))
         for variant in variants.get(case.op, []):
             plan = (Plan(ops=["remove-text"], inpaint=variant, seed=seed) if case.op == "remove-text"
-                    else Plan(ops=["upscale"], upscale=variant, scale=float(case.factor), seed=seed))
+                    else upscale_plan(variant, float(case.factor), seed))
             start = time.perf_counter()
             try:
                 user_mask = case.mask.astype(np.float32) if mask == "true" and case.mask is not None else None
-                restored = restore(Image(rgb=case.degraded, name=case.id), plan, cache, user_mask)
+                tables = case.params.get("jpeg_tables")   # a JPEG case carries its file's tables
+                image = Image(rgb=case.degraded, name=case.id, format="JPEG" if tables else "PNG",
+                              jpeg_tables=tuple(tuple(t) for t in tables) if tables else None)
+                restored = restore(image, plan, cache, user_mask)
             except Exception as exc:  # one variant failing on one case must not stop the evaluation
                 if isinstance(exc, RetouchError):
                     log.warning("%s / %s failed: %s", case.id, variant, exc)
@@ -171,7 +186,11 @@ def evaluate(cases: list[Case], variants: dict[str, list[str]], cache: ModelCach
                 case_info["confidence_mean"] = record.get("mask", {}).get("confidence_mean")
                 result.confidences.append(confidence_sample(confidence, region))
             outputs[variant] = output
+            if case.op == "upscale" and "features" not in case_info and record.get("upscale_features"):
+                case_info["features"] = record["upscale_features"]   # what the router measured (routing.py)
             chosen = decision.get("variant", variant)
+            if case.op == "upscale" and decision.get("inputs", {}).get("prepass"):
+                chosen = f"{decision['inputs']['prepass']}+{chosen}"
             fill = {}
             if case.op == "remove-text":
                 # the variant's own contribution: its fill of the same region, before post-processing

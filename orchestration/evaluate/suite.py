@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestration.evaluate import dataset, report, runner
+from orchestration.evaluate import dataset, report, routing, runner
 from worker import __version__
 from worker.pipeline.cache import ModelCache
 from worker.quality.lpips import LPIPS
@@ -36,6 +37,7 @@ class SuiteResult:
     summary: list[dict]
     evaluation: runner.Evaluation
     page: Path
+    routing: dict = field(default_factory=dict)   # upscale: auto vs fixed variants vs oracle (routing.py)
 
 
 def run_suite(config: EvalConfig, out: str | Path, storage=None) -> SuiteResult:
@@ -63,4 +65,9 @@ def run_suite(config: EvalConfig, out: str | Path, storage=None) -> SuiteResult:
         "jpeg": config.jpeg, "mask": config.mask, "max_side": config.max_side, "lpips": config.lpips, "version": __version__,
     }
     page = report.write_report(out, evaluation, summary, described, visuals)
-    return SuiteResult(summary, evaluation, page)
+    routed = routing.summary(evaluation) if "upscale" in config.ops else {}
+    if routed:
+        routed["fit"] = routing.fit_thresholds(evaluation)
+        (out / "routing.json").write_text(json.dumps(routed, indent=2) + "\n")
+        (out / "routing.txt").write_text(routing.format_summary(routed))
+    return SuiteResult(summary, evaluation, page, routed)

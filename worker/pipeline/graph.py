@@ -23,6 +23,8 @@ from worker.pipeline.artifacts import ARTIFACTS, IMAGE, PIXELS
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.record import Context
+from worker.pipeline.restore_steps import applies as restores
+from worker.pipeline.restore_steps import deblock, denoise
 from worker.pipeline.watermark_step import watermark
 
 Step = Callable[[steps.Artifacts, Plan, ModelCache, Context], steps.Artifacts]
@@ -68,6 +70,10 @@ STAGES: list[Stage] = [
           applies=op("remove-text"), description="fill the region with the chosen variant"),
     Stage("postprocess", steps.postprocess, consumes=(PIXELS, "fill", "mask", "region"), produces=(PIXELS,),
           applies=op("remove-text"), description="colour continuity and soft blending of the fill"),
+    Stage("deblock", deblock, consumes=(PIXELS,), produces=(PIXELS,), heavy=True, applies=restores("deblock"),
+          description="reduce JPEG blocking (waifu2x photo), on its own or before an upscaler"),
+    Stage("denoise", denoise, consumes=(PIXELS,), produces=(PIXELS,), heavy=True, applies=restores("denoise"),
+          description="remove noise or film grain (FFDNet at the measured sigma), on its own or before an upscaler"),
     Stage("upscale", steps.upscale, consumes=(PIXELS,), produces=(PIXELS,), heavy=True, applies=op("upscale"),
           description="upscale with the chosen interpolator or learned model"),
 ]

@@ -13,11 +13,12 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from worker import __version__, inpaint, upscale
+from worker.upscale import restoration
 from worker.errors import PlanError, one_line
 from worker.inpaint.base import InpaintParams
 from worker.watermark import WatermarkError, load_template
 
-OPS = ("remove-text", "upscale")
+OPS = ("remove-text", "deblock", "denoise", "upscale")
 LEARNED = "learned"  # in Plan.watermarks: the template learned from the batch
 
 
@@ -31,6 +32,10 @@ class Plan(BaseModel):
     seed: int = 0
     inpaint: str = "auto"
     upscale: str = "auto"
+    # restoration before upscaling (worker.upscale.restoration): "auto" (the router decides when upscale is
+    # auto), "none", or a pre-pass name; sigma: FFDNet's noise level (8-bit units; None: measured)
+    prepass: str = "auto"
+    sigma: float | None = None
     no_hallucination: bool = False
     margin: int = 32
     format: str | None = None
@@ -55,7 +60,7 @@ class Plan(BaseModel):
             raise ValueError(f"unknown op(s) {', '.join(unknown)}; known: {', '.join(OPS)}")
         if not ops:
             raise ValueError("at least one op is required")
-        return [op for op in OPS if op in ops]  # canonical order: remove text, then upscale
+        return [op for op in OPS if op in ops]  # canonical order: remove text, restore, then upscale
 
     @field_validator("scale")
     @classmethod
@@ -119,6 +124,10 @@ def make_plan(model_dir: str | None = None, **fields) -> Plan:
         inpaint.get(plan.inpaint, model_dir)
     if plan.upscale != "auto":
         upscale.variant_info(plan.upscale, upscale.UpscaleOptions(model_dir=model_dir))
+    if plan.prepass not in ("auto", "none"):
+        restoration.prepass_info(plan.prepass)
+    if plan.no_hallucination and (plan.prepass not in ("auto", "none") or {"deblock", "denoise"} & set(plan.ops)):
+        raise PlanError("--no-hallucination forbids the learned deblock/denoise pre-passes")
     for path in plan.watermarks:
         if path != LEARNED:
             try:

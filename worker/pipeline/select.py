@@ -16,7 +16,9 @@ import numpy as np
 from worker import upscale
 from worker.errors import PlanError
 from worker.pipeline.plan import Plan
+from worker.upscale import restoration
 from worker.upscale.classify import classify_content
+from worker.upscale.features import measure
 
 # Inpainting thresholds: OpenCV's diffusion-style fills are good for thin
 # strokes on smooth surroundings; PatchMatch copies texture for the rest.
@@ -227,26 +229,272 @@ def fallback_variants(variant: str, installed: list[dict] | tuple) -> list[str]:
     return after + ["patchmatch"]
 
 
-def choose_upscale(plan: Plan, rgb: np.ndarray) -> Decision:
-    """Upscaling variant: forensic runs never invent detail; otherwise photos and
-    illustrations get their own learned model when one is installed."""
+# --- Upscaling: artifact-aware routing ----------------------------------------
+# The features (worker.upscale.features) are measured once per image, on a
+# central crop at most MEASURE_SIDE px square whose corner sits on the 8x8 JPEG
+# grid (so blockiness keeps its phase), and go into every upscale decision.
+MEASURE_SIDE = 1024
+
+# Thresholds: chosen on the labelled benchmark `retouch eval --ops upscale`
+# builds (kinds jpeg10..70, noise5..30, grain, blur-jpeg, clean, illustration;
+# see docs/upscaling.md, "How the thresholds were chosen").
+THRESHOLDS = {
+    "heavy_jpeg_q": 30,        # at or below: deblock first (waifu2x noise3)
+    "medium_jpeg_q": 50,       # at or below: deblock first (waifu2x noise1)
+    "noise_sigma": 9.0,        # at or above (8-bit units, Immerkaer on flat blocks): FFDNet first ...
+    "noise_grain_max": 0.3,    # ... when the noise is not grain
+    "grain_score": 0.5,        # at or above, with grain_sigma: film grain, FFDNet at the grain's strength
+    "grain_sigma": 8.0,
+}
+
+
+@dataclass(frozen=True)
+class When:
+    """``feature`` compared with ``value`` (``op``: ">=", "<=" or "==")."""
+
+    feature: str
+    op: str
+    value: float | str | bool
+
+    def holds(self, features: dict) -> bool:
+        v = features.get(self.feature)
+        if v is None:
+            return False
+        if self.op == "==":
+            return v == self.value
+        return v >= self.value if self.op == ">=" else v <= self.value
+
+    def describe(self, features: dict) -> str:
+        return f"{self.feature} {features.get(self.feature)} {self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class UpscaleRoute:
+    """When every condition holds: the pre-pass (None: none), then the
+    upscaler. ``rule`` is the metric label. FFDNet's strength is
+    :func:`denoise_strength` of the features."""
+
+    rule: str
+    what: str
+    when: tuple[When, ...]
+    upscaler: str
+    prepass: str | None = None
+
+
+# What each rule runs, (pre-pass or None, upscaler): chosen on the same benchmark.
+ROUTE_MODELS = {
+    "illustration-content": (None, ILLUSTRATION_MODEL),
+    "heavy-jpeg": ("waifu2x-noise3", PHOTO_MODEL),
+    "medium-jpeg": ("waifu2x-noise1", PHOTO_MODEL),
+    "sensor-noise": ("ffdnet", PHOTO_MODEL),
+    "film-grain": ("ffdnet", PHOTO_MODEL),
+    "photo-content": (None, PHOTO_MODEL),
+}
+
+
+def upscale_routes(t: dict | None = None, models: dict | None = None) -> tuple[UpscaleRoute, ...]:
+    """The routes for thresholds ``t`` (default :data:`THRESHOLDS`) and models
+    (default :data:`ROUTE_MODELS`), first match wins; the last one always holds."""
+    t = {**THRESHOLDS, **(t or {})}
+    m = {**ROUTE_MODELS, **(models or {})}
+
+    def route(rule: str, what: str, *when: When) -> UpscaleRoute:
+        prepass, upscaler = m[rule]
+        return UpscaleRoute(rule, what, when, upscaler, prepass)
+
+    return (
+        route("illustration-content", "illustration content", When("content", "==", "illustration")),
+        route("heavy-jpeg", "heavy JPEG compression", When("jpeg_q", "<=", t["heavy_jpeg_q"])),
+        route("medium-jpeg", "medium JPEG compression", When("jpeg_q", "<=", t["medium_jpeg_q"])),
+        route("sensor-noise", "strong sensor noise", When("sigma", ">=", t["noise_sigma"]),
+              When("grain_score", "<=", t["noise_grain_max"])),
+        route("film-grain", "film grain", When("grain_score", ">=", t["grain_score"]),
+              When("grain_sigma", ">=", t["grain_sigma"])),
+        route("photo-content", "photo content"),
+    )
+
+
+UPSCALE_ROUTES = upscale_routes()
+
+
+def denoise_strength(features: dict) -> float:
+    """FFDNet's sigma for an image: the measured noise sigma, or the grain's
+    strength when the image has film grain (:data:`THRESHOLDS` ``grain_score``) and it is larger."""
+    sigma = float(features.get("sigma", 0.0))
+    if features.get("grain_score", 0.0) >= THRESHOLDS["grain_score"]:
+        sigma = max(sigma, float(features.get("grain_sigma", 0.0)))
+    return round(sigma, 2)
+
+
+# What the decision log keeps of the features (all of them are in the sidecar's upscale_features).
+KEY_FEATURES = ("jpeg_q", "jpeg_q_source", "tables", "table_fit", "blockiness", "double_jpeg", "sigma",
+                "grain_score", "grain_sigma", "grain_correlation", "dust_per_mpx", "scratch_columns", "faded",
+                "cast", "content", "flat", "top_colours", "edges", "grey")
+
+
+def artifact_features(rgb: np.ndarray, tables=None) -> dict:
+    """:func:`worker.upscale.features.measure` on a central crop (see
+    :data:`MEASURE_SIDE`) plus the content class and its features."""
     h, w = rgb.shape[:2]
-    inputs: dict = {"width": w, "height": h, "scale": plan.scale}
+    y0 = max(0, (h - MEASURE_SIDE) // 2) // 8 * 8
+    x0 = max(0, (w - MEASURE_SIDE) // 2) // 8 * 8
+    found = measure(rgb[y0:y0 + MEASURE_SIDE, x0:x0 + MEASURE_SIDE], tables)
+    label, content = classify_content(rgb)
+    return {**found, **content, "content": label}
+
+
+@dataclass(frozen=True)
+class UpscaleChoice:
+    """The router's plan for one image: an optional pre-pass (name, kind,
+    strength) and the upscaler, with one rule and reason for both."""
+
+    upscaler: str
+    rule: str
+    reason: str
+    inputs: dict
+    prepass: str | None = None
+    prepass_kind: str | None = None
+    strength: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UpscaleChoice":
+        return cls(**d)
+
+    def decision(self) -> Decision:
+        return Decision("upscale", self.upscaler, self.rule, self.reason, self.inputs)
+
+    def prepass_decision(self) -> Decision | None:
+        if self.prepass is None:
+            return None
+        return Decision(self.prepass_kind, self.prepass, self.rule, self.reason, self.inputs)
+
+
+def _measured(features: dict) -> str:
+    q, source = features.get("jpeg_q"), features.get("jpeg_q_source", "")
+    if source == "pixels, tables odd":
+        src = "quantisation tables odd, from the pixels' blockiness"
+    elif source == "pixels":
+        src = "no quantisation tables, from the pixels' blockiness"
+    elif source == "tables+pixels":
+        src = "tables, lowered: double compression"
+    else:
+        src = "from the quantisation tables"
+    return (f"measured JPEG q{q} ({src}), noise sigma {features.get('sigma', 0):.1f}, "
+            f"grain score {features.get('grain_score', 0):.2f}")
+
+
+def route_upscale(plan: Plan, rgb: np.ndarray, tables=None, features: dict | None = None,
+                  prepasses: list[str] | tuple | None = None,
+                  routes: tuple[UpscaleRoute, ...] = UPSCALE_ROUTES) -> UpscaleChoice:
+    """The pre-pass and upscaler for one image, with reasons.
+
+    ``features``: :func:`artifact_features` if already measured; ``prepasses``:
+    the pre-passes whose weights are installed (None: all). Forensic runs never
+    get a learned model or pre-pass; a named upscaler is used as named (with the
+    pre-pass ``plan.prepass`` names, if any); ``auto`` follows ``routes``
+    (:data:`UPSCALE_ROUTES`). Raises PlanError for a learned model in a forensic run."""
+    h, w = rgb.shape[:2]
+    features = features if features is not None else artifact_features(rgb, tables)
+    inputs: dict = {"width": w, "height": h, "scale": plan.scale,
+                    **{k: features[k] for k in KEY_FEATURES if k in features}}
+    measured = _measured(features)
     if plan.no_hallucination:
         if plan.upscale not in ("auto", "lanczos", "bicubic"):
             raise PlanError(f"--no-hallucination forbids the learned upscaler {plan.upscale}")
         variant = "lanczos" if plan.upscale == "auto" else plan.upscale
-        return Decision("upscale", variant, "forensic", "no-hallucination mode: interpolation only", inputs)
+        return UpscaleChoice(variant, "forensic", f"no-hallucination mode: interpolation only ({measured})", inputs)
     if plan.upscale != "auto":
-        return Decision("upscale", plan.upscale, "user", f"variant {plan.upscale} named by the user", inputs)
+        pre = plan.prepass if plan.prepass not in ("auto", "none") else None
+        return _choice(plan.upscale, pre, "user", f"variant {plan.upscale} named by the user"
+                       + (f" after {pre}" if pre else "") + f" ({measured})", inputs, features, plan)
     available = upscale.names()
-    label, features = classify_content(rgb)
-    inputs.update(features)
-    inputs["content"] = label
-    model = ILLUSTRATION_MODEL if label == "illustration" else PHOTO_MODEL
-    if model in available:
-        why = (f"{features['flat']:.0%} flat pixels" + ("" if features.get("grey") else
-               f", {features['top_colours']:.0%} in 12 colours, {features['edges']:.0%} strong edges"))
-        return Decision("upscale", model, f"{label}-content", f"{label} content ({why}): {model}", inputs)
-    return Decision("upscale", "lanczos", "no-learned-model",
-                    "no learned upscaler installed for this content: Lanczos", inputs)
+    installed = set(restoration.names() if prepasses is None else prepasses)
+    for route in routes:
+        if not all(c.holds(features) for c in route.when) or route.upscaler not in available:
+            continue
+        pre = route.prepass
+        if plan.prepass == "none" or (pre is not None and pre not in installed):
+            if pre is not None:
+                continue          # this route needs a pre-pass that is off or not installed: the next one
+        conds = ", ".join(c.describe(features) for c in route.when)
+        if route.rule in ("photo-content", "illustration-content"):
+            conds = (f"{features['flat']:.0%} flat pixels" + ("" if features.get("grey") else
+                     f", {features['top_colours']:.0%} in 12 colours, {features['edges']:.0%} strong edges"))
+        what = f"{route.what} ({conds}): " + (f"{pre} then " if pre else "") + route.upscaler
+        return _choice(route.upscaler, pre, route.rule, f"{what}; {measured}", inputs, features, plan)
+    return UpscaleChoice("lanczos", "no-learned-model",
+                         f"no learned upscaler installed for this content: Lanczos ({measured})", inputs)
+
+
+def _choice(upscaler: str, prepass: str | None, rule: str, reason: str, inputs: dict, features: dict,
+            plan: Plan) -> UpscaleChoice:
+    kind = restoration.prepass_info(prepass).kind if prepass else None
+    strength = None
+    if kind == "denoise":
+        strength = float(plan.sigma) if plan.sigma else denoise_strength(features)
+    inputs = {**inputs, "prepass": prepass, "prepass_strength": strength}
+    return UpscaleChoice(upscaler, rule, reason, inputs, prepass, kind, strength)
+
+
+def choose_upscale(plan: Plan, rgb: np.ndarray, tables=None, features: dict | None = None) -> Decision:
+    """The upscale decision alone (see :func:`route_upscale`)."""
+    return route_upscale(plan, rgb, tables, features).decision()
+
+
+# --- Restoration ops on their own (--ops deblock / --ops denoise) -------------
+# JPEG quality -> waifu2x noise level (its levels were trained for roughly these).
+DEBLOCK_LEVELS = ((25, 3), (45, 2), (70, 1), (100, 0))
+
+
+def choose_restoration(kind: str, plan: Plan, features: dict) -> Decision:
+    """The pre-pass for an explicit ``deblock`` or ``denoise`` op: a named
+    ``plan.prepass`` of that kind, else waifu2x at the level the measured JPEG
+    quality calls for (deblock) or FFDNet at ``plan.sigma`` or
+    :func:`denoise_strength` (denoise)."""
+    inputs = {k: features[k] for k in KEY_FEATURES if k in features}
+    measured = _measured(features)
+    if plan.no_hallucination:
+        raise PlanError(f"--no-hallucination forbids the learned {kind} pre-pass")
+    named = plan.prepass not in ("auto", "none") and restoration.prepass_info(plan.prepass).kind == kind
+    if kind == "deblock":
+        if named:
+            return Decision(kind, plan.prepass, "user", f"{plan.prepass} named by the user ({measured})", inputs)
+        q = int(features.get("jpeg_q") or 100)
+        level = next(lv for top, lv in DEBLOCK_LEVELS if q <= top)
+        return Decision(kind, f"waifu2x-noise{level}", "jpeg-quality",
+                        f"JPEG q{q}: waifu2x level {level} ({measured})", {**inputs, "prepass_strength": level})
+    sigma = float(plan.sigma) if plan.sigma else denoise_strength(features)
+    rule = "user-sigma" if plan.sigma else ("film-grain" if sigma > features.get("sigma", 0.0) else "measured-sigma")
+    variant = plan.prepass if named else "ffdnet"
+    return Decision(kind, variant, rule, f"{variant} at sigma {sigma:.1f} ({measured})",
+                    {**inputs, "prepass_strength": round(sigma, 2)})
+
+
+# --- The backend a model runs on ------------------------------------------------
+# Where the same weights run on torch and on ncnn, the CPU gets the faster one,
+# measured with `retouch bench upscale` (x4 of a 256 px photo, medians of 3) on
+# the project's CPU machine (2 cores; docs/upscaling.md has the table); CUDA
+# always runs torch in fp16.
+CPU_BACKEND = {
+    "realesr-animevideov3": ("realesr-animevideov3-x4-ncnn", "ncnn about 2x faster than torch on the CPU"),
+    "realesrgan-x4plus": ("realesrgan-x4plus", "torch about 1.2x faster than ncnn on the CPU"),
+    "realesrgan-x4plus-anime": ("realesrgan-x4plus-anime", "torch faster than ncnn on the CPU"),
+}
+
+
+def choose_backend(variant: str, device: str) -> Decision | None:
+    """Which backend runs ``variant`` (a torch model name) on ``device``; None
+    when the model has one backend only."""
+    if variant not in CPU_BACKEND:
+        return None
+    if device.startswith("cuda"):
+        return Decision("upscale-backend", variant, "cuda-torch-fp16",
+                        f"{variant} on {device}: torch in fp16 (ncnn runs on the CPU only here)",
+                        {"model": variant, "device": device})
+    runs, why = CPU_BACKEND[variant]
+    backend = "ncnn" if runs.endswith("-ncnn") else "torch"
+    return Decision("upscale-backend", runs, f"cpu-{backend}-faster", f"{variant} on the CPU: {runs} ({why})",
+                    {"model": variant, "device": device, "backend": backend})

@@ -25,13 +25,13 @@ from worker.inpaint import InpaintOutOfMemory
 from worker.unblend import ALPHA_MAX
 from worker.unblend import unblend as reverse_blend
 from worker.mask import MaskParams, confidence_sample
-from worker.pipeline.artifacts import PIXELS, Pixels
+from worker.pipeline.artifacts import IMAGE, PIXELS, Pixels
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.record import Context
-from worker.pipeline.select import (Decision, choose_inpaint, choose_upscale, fallback_variants, fill_features,
-                                    ring_texture)
-from worker.upscale import UpscaleOptions, variant_info
+from worker.pipeline.select import (Decision, UpscaleChoice, artifact_features, choose_backend, choose_inpaint,
+                                    fallback_variants, fill_features, ring_texture, route_upscale)
+from worker.upscale import UpscaleOptions, restoration, variant_info
 
 Artifacts = dict[str, Any]
 
@@ -140,18 +140,53 @@ def postprocess(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) ->
 
 
 def upscale(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:
-    """pixels -> pixels at ``plan.scale`` times the size."""
+    """pixels -> pixels at ``plan.scale`` times the size, with the upscaler the
+    router chose (:func:`upscale_choice`); for ``auto``, on the faster backend
+    for the device (:func:`choose_backend`)."""
     pixels = arts[PIXELS]
-    decision = choose_upscale(plan, pixels.rgb)
+    decision = upscale_choice(arts, plan, cache, ctx).decision()
     ctx.decided(decision)
     options = UpscaleOptions(device=_device(plan, cache), model_dir=cache.model_dir)
     if plan.no_hallucination and variant_info(decision.variant, options).learned:
         raise PlanError(f"--no-hallucination forbids the learned upscaler {decision.variant}")
-    upscaler = cache.upscaler(decision.variant, options)
+    runs = decision.variant
+    backend = choose_backend(runs, options.device) if plan.upscale == "auto" else None
+    if backend is not None:
+        ctx.decided(backend)
+        runs = backend.variant
+    upscaler = cache.upscaler(runs, options)
     start = time.perf_counter()
     out, out_alpha = stages.upscale(pixels.rgb, pixels.alpha, upscaler, plan.scale)
-    ctx.timed("upscale", decision.variant, options.device, time.perf_counter() - start)
+    ctx.timed("upscale", runs, options.device, time.perf_counter() - start)
     return {PIXELS: Pixels(out, out_alpha)}
+
+
+FEATURES, ROUTE = "upscale_features", "upscale_route"
+
+
+def features_of(arts: Artifacts, ctx: Context) -> dict:
+    """The artifact features of this image (:func:`artifact_features`, with the
+    input JPEG's own quantisation tables), measured once and kept in the
+    record under ``upscale_features``."""
+    known = ctx.trace.details.get(FEATURES)
+    if known is not None:
+        return known
+    image = arts.get(IMAGE)
+    found = artifact_features(arts[PIXELS].rgb, getattr(image, "jpeg_tables", None))
+    ctx.note(FEATURES, found)
+    return ctx.trace.details[FEATURES]
+
+
+def upscale_choice(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> UpscaleChoice:
+    """The router's pre-pass and upscaler for this image, made once (by the first
+    stage that asks: a pre-pass stage or upscale) and kept under ``upscale_route``."""
+    known = ctx.trace.details.get(ROUTE)
+    if known is not None:
+        return UpscaleChoice.from_dict(known)
+    installed = restoration.installed(cache.model_dir) if plan.upscale == "auto" else None
+    choice = route_upscale(plan, arts[PIXELS].rgb, features=features_of(arts, ctx), prepasses=installed)
+    ctx.note(ROUTE, choice.to_dict())
+    return choice
 
 
 def _device(plan: Plan, cache: ModelCache) -> str:

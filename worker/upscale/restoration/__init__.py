@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from worker.models.restoration import FFDNET_NAME
+from worker.models.store import open_store
 from worker.registry import Registry
 from worker.upscale.base import UpscaleOptions
 from worker.upscale.restoration import waifu2x
@@ -48,3 +50,13 @@ def prepass_info(name: str) -> PrepassInfo:
 
 def names(kind: str | None = None) -> list[str]:
     return [n for n in PREPASSES.names() if kind is None or PREPASSES.get(n, UpscaleOptions()).kind == kind]
+
+
+# The store model each pre-pass reads.
+STORE_MODEL = {"ffdnet": FFDNET_NAME, **{f"waifu2x-noise{n}": f"waifu2x-photo-noise{n}-x2" for n in range(4)}}
+
+
+def installed(model_dir: str | None) -> list[str]:
+    """The pre-passes whose weights are in the store at ``model_dir`` (None: the default store)."""
+    have = {e["name"] for e in open_store(model_dir).entries()}
+    return [n for n in names() if STORE_MODEL.get(n) in have]
