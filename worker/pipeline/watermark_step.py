@@ -22,6 +22,7 @@ from worker.pipeline.plan import LEARNED, Plan
 from worker.pipeline.record import Context
 from worker.pipeline.select import Decision
 from worker.watermark import Marks, load_template, merge, template_marks
+from worker.watermark.tiled import tiled_marks
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
                            "learns it from the batch; elsewhere learn it first with retouch watermark learn)")
     templates = [load_template(p) for p in paths]
     template_marks(rgb, templates, marks)
+    if plan.watermark_auto:
+        tiled_marks(rgb, marks)
     ctx.timed("watermark", "template" if templates else "auto", "cpu", time.perf_counter() - start)
     by_source: dict[str, list[dict]] = {}
     for record in marks.records:
