@@ -478,6 +478,12 @@ def _can_lock() -> bool:
     return os.geteuid() != 0 or shutil.which("capsh") is not None
 
 
+def _active() -> list[Kind]:
+    """The kinds this machine can make: as root without capsh, a locked path
+    is not locked, so those kinds are left out (and skipped)."""
+    return [k for k in KINDS if _can_lock() or not k.name.startswith("unreadable")]
+
+
 def _digest(folder: Path) -> dict[str, str]:
     out = {}
     for dirpath, dirnames, filenames in os.walk(folder):   # links not followed; root reads locked paths
@@ -497,7 +503,7 @@ def corpus(tmp_path_factory):
     folder, out = base / "archive", base / "out"
     folder.mkdir()
     (base / "explicit").mkdir()
-    for k in KINDS:
+    for k in _active():
         k.make(folder)
     before = _digest(folder)
     explicit = [str(base / "explicit" / k.file) for k in KINDS if k.explicit]
@@ -509,7 +515,8 @@ def corpus(tmp_path_factory):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     after = _digest(folder)
     for p in (folder / "locked.png", folder / "locked-folder"):
-        os.chmod(p, 0o755)   # so that pytest can clean up
+        if p.exists():
+            os.chmod(p, 0o755)   # so that pytest can clean up
     failed = [line.strip()[len("FAILED "):] for line in proc.stdout.splitlines()
               if line.strip().startswith("FAILED ")]
     return {"folder": folder, "out": out, "base": base, "proc": proc, "failed": failed,
@@ -589,8 +596,8 @@ def test_no_traceback_and_a_summary(corpus):
     proc = corpus["proc"]
     text = proc.stdout + proc.stderr
     assert "Traceback" not in text and "unexpected failure" not in text, text[-3000:]
-    fails = sum(k.cause is not None for k in KINDS)
-    oks = sum(k.cause is None for k in KINDS)
+    fails = sum(k.cause is not None for k in _active())
+    oks = sum(k.cause is None for k in _active())
     assert f"retouch: {oks} restored, 0 skipped (up to date), {fails} failed" in proc.stdout, proc.stdout[-2000:]
     assert proc.returncode == 1
     assert len(corpus["failed"]) == fails
@@ -613,7 +620,7 @@ def test_log_lines_whole_without_a_terminal(corpus):
 def test_table(corpus):
     """The table for the report: kind, class, result."""
     rows, tally = [], {}
-    for k in KINDS:
+    for k in _active():
         status, detail = _result(corpus, k)
         clear = status == "failed" and k.cause is not None and k.cause in detail
         kept = status == "ok" and k.cause is None
