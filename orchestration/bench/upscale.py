@@ -25,6 +25,8 @@ from pathlib import Path
 from orchestration.bench.pipeline import machine
 from orchestration.settings import load_settings
 from worker import upscale
+from worker.models.convert_ncnn import SHIPPED
+from worker.pipeline.select import choose_backend
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,25 @@ def measure(variant: str, size: int, scale: float, repeats: int, device: str, ti
             "gpu_peak_mb": round(gpu_peak / 2**20, 1) if gpu_peak is not None else None}
 
 
+def auto_backends(results: list[dict], device: str) -> list[dict]:
+    """For each model measured on both backends: the one ``auto`` runs on
+    ``device`` (:func:`worker.pipeline.select.choose_backend`) and its time as
+    a multiple of the fastest backend's."""
+    seconds = {r["variant"]: r["median_seconds"] for r in results}
+    out = []
+    for model in SHIPPED:
+        backends = [model.name] + [n for n in model.ncnn if n.endswith(("x4plus-ncnn", "anime-ncnn", "x4-ncnn"))]
+        measured = [b for b in backends if b in seconds]
+        decision = choose_backend(model.name, "cpu" if device == "auto" else device)
+        if len(measured) < 2 or decision is None or decision.variant not in seconds:
+            continue
+        fastest = min(measured, key=lambda b: seconds[b])
+        out.append({"model": model.name, "auto": decision.variant, "fastest": fastest,
+                    "ratio": round(seconds[decision.variant] / max(seconds[fastest], 1e-9), 3),
+                    "reason": decision.reason})
+    return out
+
+
 def run(args) -> int:
     model_dir = load_settings(model_dir=args.model_dir).model_dir
     if args.memory:
@@ -129,7 +150,11 @@ def run(args) -> int:
         print(f"  {variant:<30} {r['backend']:<16} {r['device']:<7} {str(r['tile']):>5} {r['load_seconds']:>7.2f} "
               f"{r['median_seconds']:>8.2f} {r['seconds_per_output_mp']:>9.3f} {r['peak_rss_mb']:>12.1f}"
               + (f"  GPU peak {r['gpu_peak_mb']} MB" if r.get("gpu_peak_mb") else ""), flush=True)
+    auto = auto_backends(results, args.device)
+    for line in auto:
+        print(f"  auto {line['model']:<26} -> {line['auto']:<30} {line['ratio']:.2f}x the fastest "
+              f"({line['fastest']}); {line['reason']}")
     if args.json:
         args.json.write_text(json.dumps({"machine": m, "size": args.size, "scale": args.scale,
-                                         "repeats": args.repeats, "results": results}, indent=2))
+                                         "repeats": args.repeats, "results": results, "auto": auto}, indent=2))
     return 1 if failed else 0
