@@ -37,7 +37,7 @@ from PIL import ImageCms, ImageOps, TiffImagePlugin
 
 from orchestration.cli import main
 from worker.files import atomic_write
-from worker.io import Image, write_image
+from worker.io import Image, ImageError, decode, write_image
 
 REPO = Path(__file__).resolve().parent.parent
 H, W = 32, 48
@@ -736,3 +736,30 @@ def test_oriented_helper_matches_pillow():
         buf = BytesIO()
         pil.save(buf, "PNG", exif=exif.tobytes())
         assert np.array_equal(np.asarray(ImageOps.exif_transpose(PILImage.open(buf))), _u8(B)), o
+
+
+def test_mutated_files_raise_one_line_image_errors_only():
+    """Hostile bytes: 60 random mutations (bytes changed, tails cut) of each
+    format. Whatever decodes is fine; whatever does not must be one
+    ImageError line naming the file, never another exception."""
+    rgba = _u8(RGBA)
+    seeds = {"jpg": _pil_bytes(rgba[:, :, :3], "JPEG"), "png": _pil_bytes(rgba, "PNG"),
+             "tif": _pil_bytes(rgba, "TIFF"), "webp": _pil_bytes(rgba, "WEBP", lossless=True),
+             "bmp": _pil_bytes(rgba, "BMP"), "png16": imagecodecs.png_encode(_u16(RGBA)),
+             "tif16": _tiff_bytes(_u16(RGBA), photometric="rgb", compression="lzw"),
+             "tif32": _tiff_bytes(B, photometric="rgb")}
+    rng = np.random.default_rng(12)
+    refused = 0
+    for ext, data in seeds.items():
+        for _ in range(60):
+            x = bytearray(data)
+            for _ in range(int(rng.integers(1, 6))):
+                x[int(rng.integers(0, len(x)))] = int(rng.integers(0, 256))
+            if rng.random() < 0.2:
+                x = x[: int(rng.integers(1, len(x)))]
+            try:
+                decode(bytes(x), f"archive/f.{ext}", max_pixels=10_000_000)
+            except ImageError as err:
+                refused += 1
+                assert str(err).startswith(f"archive/f.{ext}: ") and "\n" not in str(err)
+    assert refused > 100   # the mutations do reach the error paths

@@ -17,6 +17,7 @@ first one. Everything a decoder raises on bad bytes becomes one
 
 from __future__ import annotations
 
+import logging
 import struct
 import warnings
 import zlib
@@ -39,6 +40,10 @@ from worker.files import atomic_write
 PILImage.MAX_IMAGE_PIXELS = None
 # Truncated data is an error, never a padded image (a library elsewhere may have flipped this).
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# tifffile and imagecodecs log what they recover from in a damaged file without naming it;
+# a file that cannot be decoded is reported once, by ImageError, naming it.
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)   # it logs recovered damage as errors
+logging.getLogger("imagecodecs").setLevel(logging.ERROR)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP")
@@ -311,7 +316,7 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
         photometric = page.photometric
         if page.bitspersample < 8 or photometric not in _TIFF_PHOTOMETRIC:
             if page.bitspersample > 8:
-                raise ImageError(name, f"unsupported TIFF photometric interpretation {photometric.name} at "
+                raise ImageError(name, f"unsupported TIFF photometric interpretation {_enum_name(photometric)} at "
                                        f"{page.bitspersample} bits per sample")
             return _decode_pillow(PILImage.open(BytesIO(data)), data, name, max_pixels)
         arr = page.asarray()
@@ -321,7 +326,7 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
         base = 3 if photometric == tifffile.PHOTOMETRIC.RGB else 1
         if arr.shape[2] not in (base, base + 1):
             raise ImageError(name, f"unsupported TIFF layout: {arr.shape[2]} samples per pixel for "
-                                   f"{photometric.name}")
+                                   f"{_enum_name(photometric)}")
         tags = page.tags
         orientation = _orientation(tags[274].value if 274 in tags else None, name)
         icc = tags[34675].value if 34675 in tags else None
@@ -347,6 +352,11 @@ def _tiff_exif(data: bytes, name: str) -> bytes | None:
 
 
 _TIFF_PHOTOMETRIC = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK)
+
+
+def _enum_name(value) -> str:
+    """A tifffile enum's name; a value outside the enum (a damaged tag) is a plain int."""
+    return getattr(value, "name", str(value))
 
 
 def _tiff_samples(arr: np.ndarray, name: str) -> tuple[np.ndarray, int]:
