@@ -180,6 +180,9 @@ kind("jpeg-cmyk", "valid", "jpeg-cmyk.jpg", lambda: _pil_bytes(_u8(B), "JPEG", "
      truth=lambda: B, fmt="JPEG", lossy=True)
 kind("jpeg-upper-ext", "valid", "UPPER.JPG", lambda: _pil_bytes(_u8(B), "JPEG", quality=95),
      truth=lambda: B, fmt="JPEG", lossy=True)
+kind("jpeg-mpo-2-pictures", "valid", "jpeg-mpo.jpg",
+     lambda: _pil_bytes(_u8(B), "MPO", save_all=True, append_images=[PILImage.fromarray(_u8(B[::-1]))], quality=95),
+     truth=lambda: B, fmt="JPEG", lossy=True)   # the primary picture; the run logs that the other is not written
 for o in range(1, 9):
     kind(f"jpeg-orientation-{o}", "valid", f"jpeg-orientation-{o}.jpg",
          lambda o=o: _pil_bytes(_u8(_oriented(B, o)), "JPEG", quality=95, exif=_exif_orientation(o)),
@@ -615,6 +618,11 @@ def test_log_lines_whole_without_a_terminal(corpus):
     for line in lines:
         if not line.startswith("retouch run: "):
             assert isinstance(json.loads(line), dict), line
+
+
+def test_mpo_further_pictures_are_logged(corpus):
+    lines = [json.loads(line) for line in corpus["proc"].stderr.splitlines() if line.startswith("{")]
+    assert any("jpeg-mpo.jpg: a multi-picture JPEG (MPO) with 2 pictures" in r["msg"] for r in lines)
 
 
 def test_table(corpus):

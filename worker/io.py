@@ -45,6 +45,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)   # it logs recovered damage as errors
 logging.getLogger("imagecodecs").setLevel(logging.ERROR)
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_PIXELS = 100_000_000
 FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP")
 EXTENSIONS = {
@@ -150,8 +152,11 @@ def _decode_pillow(pil: PILImage.Image, data: bytes, name: str, max_pixels: int)
     if fmt not in FORMATS:
         raise ImageError(name, f"unsupported format {pil.format}; supported: {', '.join(FORMATS)}")
     _check_pixels(name, *pil.size, max_pixels)
-    if fmt != "JPEG":   # an MPO's further pictures are previews or gain maps, not pages
+    if fmt != "JPEG":
         _check_single(name, fmt, getattr(pil, "n_frames", 1))
+    elif getattr(pil, "n_frames", 1) > 1:   # MPO: the further pictures are previews, gain maps or other views
+        log.warning("%s: a multi-picture JPEG (MPO) with %d pictures: the primary picture is restored, the "
+                    "others are not written", name, pil.n_frames)
     if fmt == "PNG":
         _check_png_chunks(data, name)
         pixels = imagecodecs.png_decode(data)   # libpng: refuses missing rows, which Pillow pads with black
