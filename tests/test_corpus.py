@@ -128,7 +128,8 @@ def _oriented(upright: np.ndarray, orientation: int) -> np.ndarray:
     """Pixels as stored with ``orientation``, so that Pillow's exif_transpose
     turns them back into ``upright`` (checked when the corpus is built)."""
     inverse = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-               5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, 1), 7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+               5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, 1),
+               7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
                8: lambda a: np.rot90(a, -1)}
     return np.ascontiguousarray(inverse[orientation](upright))
 
@@ -375,8 +376,10 @@ kind("tiff8-lzw-cut", "broken", "tiff8-lzw-cut.tif",
      lambda: (lambda d: d[: len(d) // 2])(_tiff_bytes(_u8(_base(200, 200)), photometric="rgb", compression="lzw",
                                                       rowsperstrip=16)), cause=CORRUPT)
 kind("png-iccp-garbage", "broken", "png-iccp-garbage.png",
-     lambda: _PNG[:33] + _chunk(b"iCCP", b"sRGB\x00\x00" + b"not zlib at all" * 4) + _PNG[33:], cause="corrupt embedded ICC profile")
-kind("tiff-header-garbage", "broken", "tiff-garbage.tif", lambda: b"II*\x00" + b"\xff" * 60, cause=CORRUPT)
+     lambda: _PNG[:33] + _chunk(b"iCCP", b"sRGB\x00\x00" + b"not zlib at all" * 4) + _PNG[33:],
+     cause="corrupt embedded ICC profile")
+kind("tiff-header-garbage", "broken", "tiff-garbage.tif", lambda: b"II*\x00" + b"\xff" * 60,
+     cause="truncated or corrupt image data (the TIFF holds no readable page)")
 kind("webp-cut", "broken", "webp-cut.webp", lambda: _WEBP[: len(_WEBP) // 2], cause=CORRUPT)
 kind("bmp-cut", "broken", "bmp-cut.bmp", lambda: _BMP[: len(_BMP) // 2], cause=CORRUPT)
 kind("gif-named-png", "broken", "gif-named.png", lambda: _pil_bytes(_u8(B), "GIF"), cause="unsupported format GIF")
@@ -388,10 +391,11 @@ kind("png-header-claims-huge", "hostile", "huge-claim.png", lambda: _png_raw(100
      cause="exceeds the limit")
 kind("tiff-multi-page", "hostile", "multi-page.tif",
      lambda: _pil_bytes(_u8(B), "TIFF", save_all=True, append_images=[PILImage.fromarray(_u8(B[::-1]))] * 2),
-     cause="multi-page TIFF with 3 pages")
+     cause="multi-page TIFF with 3 pages: retouch restores one picture per file and would drop pages 2..3")
 kind("webp-animated", "hostile", "animated.webp",
      lambda: _pil_bytes(_u8(B), "WEBP", save_all=True, append_images=[PILImage.fromarray(_u8(B[::-1]))],
-                        lossless=True), cause="animated WebP with 2 frames")
+                        lossless=True),
+     cause="animated WebP with 2 frames: retouch restores one picture per file and would drop frame 2")
 kind("png-animated", "hostile", "animated.png",
      lambda: _pil_bytes(_u8(B), "PNG", save_all=True, append_images=[PILImage.fromarray(_u8(B[::-1]))]),
      cause="animated PNG with 2 frames")

@@ -144,7 +144,9 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split())
+    # a bare number or key ("0") says nothing without the kind of error
+    return text if any(c.isalpha() for c in text) else f"{type(exc).__name__} {text}".strip()
 
 
 def _decode_pillow(pil: PILImage.Image, data: bytes, name: str, max_pixels: int) -> Image:
@@ -220,8 +222,9 @@ def _check_single(name: str, fmt: str, count: int) -> None:
     if count > 1:
         what = {"TIFF": "multi-page TIFF", "WEBP": "animated WebP", "PNG": "animated PNG"}.get(fmt, fmt)
         unit = "pages" if fmt == "TIFF" else "frames"
+        dropped = f"{unit[:-1]} 2" if count == 2 else f"{unit} 2..{count}"
         raise ImageError(name, f"{what} with {count} {unit}: retouch restores one picture per file and would "
-                               f"drop {unit} 2..{count}; split it into single-{unit[:-1]} files first")
+                               f"drop {dropped}; split it into single-{unit[:-1]} files first")
 
 
 def _check_png_chunks(data: bytes, name: str) -> None:
@@ -232,7 +235,8 @@ def _check_png_chunks(data: bytes, name: str) -> None:
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
         end = pos + 8 + length
         if end + 4 > len(data):
-            raise ImageError(name, f"truncated or corrupt image data (PNG chunk {kind!r} cut short at byte "
+            chunk = kind.decode("latin-1")
+            raise ImageError(name, f"truncated or corrupt image data (PNG {chunk} chunk cut short at byte "
                                    f"{len(data)} of {end + 4})")
         crc = struct.unpack(">I", data[end:end + 4])[0]
         if zlib.crc32(data[pos + 4:end]) & 0xFFFFFFFF != crc:
@@ -315,6 +319,8 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> Image:
     decodes LZW, Deflate, ZSTD, WebP, JPEG XL...; a cut strip is an error, and
     libtiff prints nothing); palette, YCbCr, CMYK and 1-bit ones to Pillow."""
     with tifffile.TiffFile(BytesIO(data)) as tif:
+        if not len(tif.pages):
+            raise ImageError(name, "truncated or corrupt image data (the TIFF holds no readable page)")
         page = tif.pages.first
         _check_pixels(name, page.imagewidth, page.imagelength, max_pixels)
         _check_single(name, "TIFF", len(tif.pages))

@@ -38,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, type=Path, help="output folder (mirrors the input folder layout)")
     add_plan_arguments(p)
-    p.add_argument("--masks", type=Path, help="folder of user masks (<image name>.png, else <image stem>.png; soft 0-255 or binary); "
+    p.add_argument("--masks", type=Path, help="folder of user masks (<image name>.png, else <image stem>.png; "
+                                              "soft 0-255 or binary); "
                                               "a mask found there replaces detection")
     p.add_argument("--request", type=Path, metavar="PATH",
                    help="per-image inpainting requests: a JSON file (one object, a list, or JSON Lines) or a "
