@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 
 from worker.pipeline.plan import Plan
-from worker.pipeline.select import ILLUSTRATION_MODEL, PHOTO_MODEL, choose_upscale
+from worker.pipeline.select import ILLUSTRATION_MODEL, PHOTO_MODEL, ROUTE_MODELS, choose_upscale
 from worker import upscale
 from worker.degrade import jpeg
 from worker.upscale.classify import classify_content
@@ -62,7 +62,8 @@ def test_auto_picks_a_model_per_content_and_says_why(photo):
     assert (d.variant, d.rule) == ("realesrgan-x4plus", "photo-content")
     assert "flat pixels" in d.reason and d.inputs["content"] == "photo" and "flat" in d.inputs
     d = choose_upscale(Plan(ops=["upscale"]), _cartoon(1))
-    assert (d.variant, d.rule) == ("realesr-animevideov3", "illustration-content")
+    # the model per rule is data, chosen on the upscale benchmark (select.ROUTE_MODELS)
+    assert (d.variant, d.rule) == (ROUTE_MODELS["illustration-content"][1], "illustration-content")
     forensic = choose_upscale(Plan(ops=["upscale"], no_hallucination=True), photo("chelsea"))
     assert (forensic.variant, forensic.rule) == ("lanczos", "forensic")
     assert not upscale.variant_info("lanczos").learned and upscale.variant_info(PHOTO_MODEL).learned

@@ -121,7 +121,8 @@ def blockiness(rgb: np.ndarray) -> dict:
         phase = np.array([float(np.take(d, np.arange(p, n, 8), axis=axis).mean()) for p in range(8)])
         best = int(np.argmax(phase))
         rest = np.median(np.delete(phase, best))
-        out[key] = (float(phase[best] / max(rest, 1e-3) - 1.0), (best + 1) % 8)
+        # a floor of one grey level: in flat areas (sky) a faint block edge must not read as a huge ratio
+        out[key] = (float(phase[best] / max(rest, 1.0) - 1.0), (best + 1) % 8)
     return {"blockiness": round(max(0.0, (out["x"][0] + out["y"][0]) / 2), 4),
             "grid": [out["x"][1], out["y"][1]]}
 
