@@ -5,20 +5,26 @@ mask), no false marks on clean photos, and the stage inside `retouch run`."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 
 from orchestration.cli import main
+from orchestration.evaluate.dataset import bundled_photos
+from orchestration.evaluate.watermarks import evaluate
 from tests.conftest import photo
 from worker import degrade
 from worker.errors import PlanError
 from worker.pipeline.plan import make_plan
 from worker.quality import metrics
 from worker.unblend import unblend
-from worker.watermark import Template, load_template, save_template, template_marks
+from worker.watermark import Template, WatermarkError, load_template, save_template, template_marks
+from worker.watermark.learn import learn
 from worker.watermark.match import Occurrence, find, render
+from worker.watermark.tiled import tiled_marks
 from worker.watermark.template import Pose
 
 
@@ -66,7 +72,7 @@ def test_template_found_rotated_and_scaled_and_unblended(name, colour, opacity):
 
 def test_no_false_marks_on_clean_photos():
     template = logo()
-    for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle"):
+    for name in ("astronaut", "coffee", "motorcycle"):  # the busiest
         found, _ = find(photo(name), template)
         assert not found, (name, [o.record(template) for o in found])
 
@@ -115,7 +121,7 @@ def test_watermark_stage_runs_in_retouch_run(tmp_path):
 
 def collection(n: int, side: int = 128, seed: int = 0) -> list[np.ndarray]:
     """``n`` different crops of scikit-image's bundled photos (colour, and grey ones as RGB)."""
-    import skimage.data as data
+    data = skimage.data
 
     sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.stereo_motorcycle()[0],
                data.hubble_deep_field(), data.retina(), data.immunohistochemistry()]
@@ -139,7 +145,6 @@ def shared_mark(images, colour=(255, 255, 255), opacity=0.45):
 
 @pytest.mark.parametrize("colour, opacity", [((255, 255, 255), 0.45), ((20, 20, 20), 0.35), ((230, 60, 40), 0.6)])
 def test_learned_alpha_matches_the_true_one(colour, opacity):
-    from worker.watermark.learn import learn
 
     observed, truth = shared_mark(collection(20), colour, opacity)
     learned = learn([o.astype(np.float32) for o in observed])
@@ -153,8 +158,6 @@ def test_learned_alpha_matches_the_true_one(colour, opacity):
 
 
 def test_too_few_or_unmarked_images_get_one_line():
-    from worker.watermark import WatermarkError
-    from worker.watermark.learn import learn
 
     with pytest.raises(WatermarkError, match="needs at least 8"):
         learn(shared_mark(collection(5))[0])
@@ -190,8 +193,6 @@ def test_retouch_run_learns_the_batch_mark_then_lifts_it(tmp_path):
 # --- automatic: repeated marks ----------------------------------------------------
 
 def test_tiled_mark_found_without_a_template_and_lifted():
-    from orchestration.evaluate.dataset import bundled_photos
-    from worker.watermark.tiled import tiled_marks
 
     clean = next(p.rgb for p in bundled_photos(384) if p.name == "rocket")
     spec = degrade.random_watermark_spec(np.random.default_rng(3), clean.shape[1], clean.shape[0])
@@ -208,13 +209,48 @@ def test_tiled_mark_found_without_a_template_and_lifted():
 
 
 def test_no_repeated_marks_on_clean_photos():
-    import skimage.data as data
 
-    from orchestration.evaluate.dataset import bundled_photos
-    from worker.watermark.tiled import tiled_marks
 
     photos = [p.rgb for p in bundled_photos(384)]
-    photos.append(np.dstack([data.brick()] * 3)[:384, :384].astype(np.float32) / 255)  # a periodic texture
+    photos.append(np.dstack([skimage.data.brick()] * 3)[:384, :384].astype(np.float32) / 255)  # a periodic texture
     for rgb in photos:
         marks = tiled_marks(rgb)
         assert not marks.records and not marks.region.any() and len(marks.notes) == 1
+
+
+def test_learning_aligns_a_mark_that_moves_a_little():
+
+    clean = collection(20)
+    h, w = clean[0].shape[:2]
+    rng = np.random.default_rng(7)
+    observed, truths = [], []
+    for im in clean:
+        dx, dy = (int(v) for v in rng.integers(-6, 7, 2))
+        spec = degrade.LogoSpec(xy=(w - 62 + dx, h - 62 + dy), size=54, letters="RA", colour=(255, 255, 255),
+                                opacity=0.45)
+        alpha = degrade.logo_layer(w, h, spec)
+        observed.append((np.round(degrade.composite(im, alpha, (255, 255, 255))[0] * 255) / 255).astype(np.float32))
+        truths.append(alpha)
+    learned = learn(observed)
+    alpha = learned.template.alpha
+    assert float(np.median(alpha[alpha > 0.2])) == pytest.approx(0.45, abs=0.05)
+    # the learned mark, looked for near where it was learned, is found on every image
+    x0, y0, _, _ = learned.box
+    th, tw = learned.template.alpha.shape
+    template = replace(learned.template, anchor=(x0 + (tw - 1) / 2, y0 + (th - 1) / 2, w, h))
+    for im, alpha in zip(observed, truths):
+        marks = template_marks(im, [template])
+        truth = alpha > 0.02
+        assert len(marks.records) == 1 and (marks.region & truth).sum() / truth.sum() >= 0.95
+
+
+def test_watermark_eval_scores_against_the_truth(tmp_path):
+
+    table, _, page = evaluate(tmp_path, photo_count=3, max_side=256, kinds=["faint-logo"], collection=False,
+                              modes=("input", "telea-true", "template"))
+    by = {(e["kind"], e["mode"]): e for e in table}
+    assert by[("faint-logo", "telea-true")]["recall"] == 1.0 and by[("faint-logo", "input")]["n"] == 3
+    # astronaut's logo sits on the spacesuit's folds and is missed; chelsea's and coffee's are found
+    assert by[("faint-logo", "template")]["recall"] >= 0.6
+    assert by[("faint-logo", "template")]["psnr_mask"] > by[("faint-logo", "telea-true")]["psnr_mask"]
+    assert page.exists() and (tmp_path / "watermarks.json").exists() and list(tmp_path.glob("faint-logo*.png"))

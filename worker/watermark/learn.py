@@ -40,6 +40,7 @@ from worker.watermark.template import ALPHA_FLOOR, Template, WatermarkError
 
 MIN_IMAGES = 8
 EDGE_SNR = 4.0       # a median gradient this far above its noise level may be a mark's edge
+MAX_JITTER = 12      # px a mark may move between images of the collection
 MIN_STRENGTH = 20.0  # the strongest must stand this far above it (unmarked ones measured 5-10)
 
 
@@ -82,6 +83,57 @@ def poisson(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     return idctn(transformed, type=2, norm="ortho")
 
 
+def _median_edges(stack: np.ndarray):
+    """(median gx, median gy per channel, their magnitude, its noise level, peak strength)."""
+    gx, gy = _gradients(np.moveaxis(stack, 3, 1))                         # N x 3 x H x W
+    mx, my = np.median(gx, axis=0), np.median(gy, axis=0)                 # 3 x H x W: per channel
+    magnitude = np.sqrt((mx * mx + my * my).sum(axis=0))
+    noise = 1.4826 * float(np.median(np.abs(magnitude - np.median(magnitude)))) + 1e-4
+    return mx, my, magnitude, noise, float(np.percentile(magnitude, 99.9)) / noise
+
+
+def _shifted(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def align(stack: np.ndarray, reach: int = MAX_JITTER, rounds: int = 3) -> np.ndarray:
+    """Integer (dx, dy) per image that bring a mark shared up to ``reach`` px
+    apart onto one place (zeros when no such mark shows). Gradient magnitudes
+    are aligned to their running median, which keeps the mark's edges and
+    drops each photo's own."""
+    n = len(stack)
+    mags = []
+    for img in stack:
+        gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
+        mags.append(np.sqrt((gx * gx + gy * gy).sum(axis=2)))
+    mags = np.stack(mags)
+    # where the mark is: the median magnitude, blurred over the jitter, stands out
+    blob = cv2.GaussianBlur(np.median(mags, axis=0), (0, 0), reach / 2 + 1)
+    level = np.median(blob) + 6 * 1.4826 * np.median(np.abs(blob - np.median(blob)))
+    ys, xs = np.nonzero(blob > level)
+    if ys.size == 0:
+        return np.zeros((n, 2), int)
+    h, w = mags.shape[1:]
+    y0, y1 = max(reach, ys.min() - reach), min(h - reach, ys.max() + reach + 1)
+    x0, x1 = max(reach, xs.min() - reach), min(w - reach, xs.max() + reach + 1)
+    if y1 - y0 < 8 or x1 - x0 < 8:
+        return np.zeros((n, 2), int)
+    shifts = np.zeros((n, 2), int)
+    reference = mags[int(np.argmax(mags[:, y0:y1, x0:x1].sum(axis=(1, 2))))][y0:y1, x0:x1]
+    for _ in range(rounds):
+        for k in range(n):
+            window = mags[k][y0 - reach:y1 + reach, x0 - reach:x1 + reach]
+            score = cv2.matchTemplate(window, reference, cv2.TM_CCOEFF_NORMED)
+            _, _, _, (bx, by) = cv2.minMaxLoc(score)
+            shifts[k] = (bx - reach, by - reach)
+        shifts -= np.round(np.median(shifts, axis=0)).astype(int)
+        reference = np.median([mags[k][y0 + dy:y1 + dy, x0 + dx:x1 + dx] for k, (dx, dy) in enumerate(shifts)],
+                              axis=0).astype(np.float32)
+    return shifts
+
+
 def learn(images: list[np.ndarray], name: str = "learned", min_images: int = MIN_IMAGES) -> Learned:
     """The mark shared by ``images`` (float32 HxWx3 in [0, 1] each).
 
@@ -97,11 +149,14 @@ def learn(images: list[np.ndarray], name: str = "learned", min_images: int = MIN
                              f"least {min_images}")
     used = [i for i, img in enumerate(images) if img.shape[:2] == (h, w)]
     stack = np.stack([images[i] for i in used]).astype(np.float32)        # N x H x W x 3
-    gx, gy = _gradients(np.moveaxis(stack, 3, 1))                         # N x 3 x H x W
-    mx, my = np.median(gx, axis=0), np.median(gy, axis=0)                 # 3 x H x W: per channel
-    magnitude = np.sqrt((mx * mx + my * my).sum(axis=0))
-    noise = 1.4826 * float(np.median(np.abs(magnitude - np.median(magnitude)))) + 1e-4
-    strength = float(np.percentile(magnitude, 99.9)) / noise
+    mx, my, magnitude, noise, strength = _median_edges(stack)
+    shifts = np.zeros((len(used), 2), int)
+    if strength < MIN_STRENGTH:
+        # perhaps the mark moves a little from image to image: align the images on it, then look again
+        shifts = align(stack)
+        if shifts.any():
+            stack = np.stack([_shifted(img, -dx, -dy) for img, (dx, dy) in zip(stack, shifts)])
+            mx, my, magnitude, noise, strength = _median_edges(stack)
     # an edge: above the noise, and not negligible next to the strongest shared edge
     edges = magnitude > max(EDGE_SNR * noise, 0.1 * float(np.percentile(magnitude, 99.9)))
     if strength < MIN_STRENGTH or edges.sum() < 12:
