@@ -43,11 +43,12 @@ import numpy as np
 MEDIAN_TEXT_DELTA_E = 8.0
 MEDIAN_TEXT_TOLERANCE = 0.5
 UNBLEND_RMSE = 0.012   # a blend fit trusted for unblending explains its pixels within ~3 levels
-EXTEND_CONFIDENCE = 0.05   # ... where the detector's map shows at least this much,
+BEYOND_DELTA_E = 10.0      # ... accepting parts that show the line's overlay colour within this ΔE
 THIN_FACTOR = 1.3          # ... as parts no thicker than this many times the line's thickest strokes
+SEGMENT_HEIGHT = 32.0      # taller lines are segmented at this height and enlarged back
 EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the detector left out
 ADJACENT = 0.5      # share of a second colour's pixels next to the main colour's, to count as overlay
-BLOB_FACTOR = 2.5    # parts thicker than this many stroke half-widths are photo, not text
+BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 
 
 @dataclass(frozen=True)
@@ -153,17 +154,36 @@ def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[n
     return num / np.maximum(den, 1e-6)[..., None], den
 
 
-def fill_background(rgb: np.ndarray, known: np.ndarray, scale: float) -> np.ndarray:
+def fill_background(rgb: np.ndarray, known: np.ndarray, scale: float, want: np.ndarray | None = None) -> np.ndarray:
     """A background under the unknown pixels, from the ``known`` ones: fast
-    marching (Telea) from the nearest known pixels, so where a line crosses
-    the edge of an object, each side takes the colour of its own side; known
-    pixels get their local mean (used to measure the texture)."""
+    marching (Telea) from the nearest known pixels over the ``want`` ones, so
+    where a line crosses the edge of an object, each side takes the colour of
+    its own side; every other pixel gets the local mean of the known ones
+    (which measures the texture at known pixels). Other unknown pixels
+    touching ``want`` are treated as known for the marching: the smooth fill
+    stands in for them.
+
+    A background varies slowly next to a line's height: for tall lines it is
+    estimated at a reduced size (``scale`` about 4 px there) and enlarged."""
+    factor = scale / 4.0
+    if factor > 1.25 and min(known.shape) / factor >= 16:
+        h, w = known.shape
+        size = (max(8, int(round(w / factor))), max(8, int(round(h / factor))))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        k_small = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.99
+        w_small = None if want is None else cv2.resize(want.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        out = fill_background(small, k_small, 4.0, w_small)
+        return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
     smooth = _smooth_fill(rgb, known, scale)
-    if known.all() or not known.any():
+    if known.all() or not known.any() or want is None or not want.any():
         return smooth
-    rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
-    filled = cv2.inpaint(rgb8, (~known).astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
-    return np.where(known[..., None], smooth, filled).astype(np.float32)
+    # fast marching costs per unknown pixel: march only over what is wanted
+    # (the line) and the unknown pixels between it and the known ones
+    holes = ~known & want
+    source = np.where((~known & ~want)[..., None], smooth, rgb)
+    rgb8 = np.clip(np.rint(source * 255), 0, 255).astype(np.uint8)
+    filled = cv2.inpaint(rgb8, holes.astype(np.uint8), 3, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
+    return np.where(holes[..., None], filled, smooth).astype(np.float32)
 
 
 def _smooth_fill(rgb: np.ndarray, known: np.ndarray, scale: float) -> np.ndarray:
@@ -260,28 +280,34 @@ def _clusters(lab: np.ndarray, max_k: int = 3, merge: float = 14.0) -> tuple[np.
 
 
 def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confidence: np.ndarray | None = None,
-                 grow: int | None = None) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, LineFit]:
+                 grow: int | None = None, box: list[int] | None = None,
+                 reduce: bool = True) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, LineFit]:
     """Stroke probability and overlay estimate for one text line.
 
     ``region``: bool HxW, the line; ``others``: bool HxW, every text region
-    (kept out of the background estimate). Returns (the crop's slices, stroke
-    probability float32 over the crop, overlay float32 crop x 4, LineFit)."""
-    ys, xs = np.nonzero(region)
+    (kept out of the background estimate); ``box``: the region's [x, y, w, h]
+    when known (saves a search of the whole image). Returns (the crop's
+    slices, stroke probability float32 over the crop, overlay float32 crop x 4,
+    LineFit)."""
     h, w = region.shape
-    height = max(4.0, _line_height(region))
+    if box is None:
+        ys, xs = np.nonzero(region)
+        box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    bx, by, bw, bh = box
+    height = max(4.0, _line_height(region[by:by + bh, bx:bx + bw]))
     grow = max(2, int(round(0.15 * height))) if grow is None else grow
     reach = int(round(EXTEND * height))
     pad = grow + reach + max(6, int(round(0.6 * height)))
-    y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
-    x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
+    y0, y1 = max(0, by - pad), min(h, by + bh + pad)
+    x0, x1 = max(0, bx - pad), min(w, bx + bw + pad)
     sl = (slice(y0, y1), slice(x0, x1))
+    if reduce and height > 2.0 * SEGMENT_HEIGHT:
+        return sl, *_segment_reduced(rgb[sl], region[sl], others[sl],
+                                     None if confidence is None else confidence[sl], height, (x0, y0))
     line = cv2.dilate(region[sl].astype(np.uint8), _disk(grow)).astype(bool)
     # glyphs the detector left out at the ends of a line ("©", a last digit):
     # searched along the line's direction, accepted only on strong evidence
     extended = cv2.dilate(line.astype(np.uint8), _along(region, reach, grow)).astype(bool) | line
-    if confidence is not None:  # where the detector saw at least a trace of text
-        extended &= cv2.dilate((confidence[sl] >= EXTEND_CONFIDENCE).astype(np.uint8), _disk(grow)).astype(bool)
-        extended |= line
     blocked = cv2.dilate(others[sl].astype(np.uint8), _disk(grow)).astype(bool) | extended
     crop = np.ascontiguousarray(rgb[sl], np.float32)
     fit = LineFit(box=[int(x0), int(y0), int(x1 - x0), int(y1 - y0)])
@@ -293,7 +319,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)
     # background from outside the glyphs; a second pass drops known pixels that
     # are outliers (stray strokes outside the region: outlines, descenders)
-    bg = fill_background(crop, known, 0.35 * height)
+    bg = fill_background(crop, known, 0.35 * height, extended)
     dev = np.linalg.norm(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab), axis=2)
     ring = known & cv2.dilate(extended.astype(np.uint8), _disk(max(3, int(0.5 * height)))).astype(bool)
     if ring.sum() >= 16:
@@ -301,7 +327,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         cleaner = known & (dev <= cut)
         if cleaner.sum() >= 16:
             known = cleaner
-            bg = fill_background(crop, known, 0.35 * height)
+            bg = fill_background(crop, known, 0.35 * height, extended)
             dev = np.linalg.norm(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab), axis=2)
     ring &= known
     texture = float(np.percentile(dev[ring], 95)) if ring.sum() >= 16 else 10.0
@@ -327,6 +353,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     best_t = np.zeros(line.shape, np.float32)
     best_score = np.full(line.shape, -np.inf, np.float32)
     best_k = np.full(line.shape, -1, np.int32)
+    best_match = np.full(line.shape, np.inf, np.float32)  # ΔE from the fitted overlay at full coverage
     fits = []
     accepted = []
     for k in range(int(labels.max()) + 1):
@@ -342,8 +369,21 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     if accepted:
         # the line's main colour, and the others only where they hug it (an
         # outline, a shadow, a second line across it); scattered ones are texture
+        # most evidence (count x distance), weighted by how much of the line's
+        # length it spans: a caption runs along its line, an eye it crosses does not
         cand_dev = dev[cand]
-        main = max(accepted, key=lambda a: float(cand_dev[a[1]].sum()))  # most evidence: count x distance
+        cy, cx = np.nonzero(cand)
+        axis = _direction(region[sl])
+        along = cx * np.cos(axis) + cy * np.sin(axis)
+        ly, lx = np.nonzero(line)
+        lo, hi = float((lx * np.cos(axis) + ly * np.sin(axis)).min()), float((lx * np.cos(axis) + ly * np.sin(axis)).max())
+        bins = max(1, int((hi - lo) / max(2.0, 0.5 * height)))
+
+        def span(members: np.ndarray) -> float:
+            idx = np.clip(((along[members] - lo) / max(1e-6, hi - lo) * bins).astype(int), 0, bins - 1)
+            return np.unique(idx).size / bins
+
+        main = max(accepted, key=lambda a: float(cand_dev[a[1]].sum()) * span(a[1]) ** 2)
         main_px = np.zeros(line.shape, bool)
         main_px[cand] = main[1]
         near_main = cv2.dilate(main_px.astype(np.uint8), _disk(max(2, int(round(0.08 * height))))).astype(bool)[cand]
@@ -366,6 +406,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         colour, alpha, rmse = _fit_blend(*_surest(obs, bgs, dev[cand], together))
         if alpha < 1.0:
             joint = (colour, alpha, rmse, together)
+    main_fit = 0 if joint or not accepted else next(i for i, a in enumerate(accepted) if a is main)
     for k, members in ([(-1, joint[3])] if joint else accepted):
         colour, alpha, rmse = joint[:3] if joint else _fit_blend(*_surest(obs, bgs, dev[cand], members))
         fits.append((colour, alpha, rmse, int(members.sum())))
@@ -379,7 +420,9 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         score = np.clip(t, 0.0, 1.0) * np.exp(-(perp / allow) ** 2)
         visible = np.sqrt(reach) * 100.0 > tau  # the overlay differs from its background by more than texture
         score = np.where(visible & (line | (extended & (dev > tau) & (score >= 0.5))), score, 0.0)
+        match = np.linalg.norm(lab - cv2.cvtColor(full.astype(np.float32), cv2.COLOR_RGB2Lab), axis=2)
         better = score > best_score
+        best_match = np.where(better, match, best_match)
         best_score = np.where(better, score, best_score)
         best_t = np.where(better, np.clip(t, 0.0, 1.0), best_t)
         best_k = np.where(better, len(fits) - 1, best_k)
@@ -387,7 +430,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         return sl, prob, overlay, fit
     prob = np.where(extended & (dev > 0.5 * tau), np.maximum(best_score, 0.0), 0.0).astype(np.float32)
     prob = _drop_blobs(prob, best_k, 0.35)
-    prob = _thin_beyond(prob, line, 0.35)
+    prob = _glyphs_beyond(prob, line, best_match, best_t, best_k == main_fit, 0.35)
     strokes = prob >= 0.35
     total = max(1, int(strokes.sum()))
     for k, (colour, alpha, rmse, _) in enumerate(fits):
@@ -449,6 +492,32 @@ def median_evidence(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     return prob
 
 
+def _segment_reduced(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confidence: np.ndarray | None,
+                     height: float, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, LineFit]:
+    """:func:`segment_line` for a tall line, on the crop reduced so the line is
+    ``SEGMENT_HEIGHT`` px high (the cost grows with the line's area, the
+    answer does not need more), enlarged back to the crop's size."""
+    h, w = region.shape
+    factor = height / SEGMENT_HEIGHT
+    size = (max(8, int(round(w / factor))), max(8, int(round(h / factor))))
+
+    def small(a: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        return cv2.resize(a.astype(np.float32), size, interpolation=interpolation)
+
+    _, p, ov, fit = segment_line(small(rgb), small(region) > 0.5, small(others) > 0.5,
+                                 None if confidence is None else small(confidence), reduce=False)
+    full = np.zeros((size[1], size[0]), np.float32)
+    full_ov = np.zeros((size[1], size[0], 4), np.float32)
+    bx, by, bw, bh = fit.box  # the small crop is the whole reduced image: fit.box starts at 0, 0
+    full[by:by + bh, bx:bx + bw] = p
+    full_ov[by:by + bh, bx:bx + bw] = ov
+    prob = cv2.resize(full, (w, h), interpolation=cv2.INTER_LINEAR)
+    overlay = cv2.resize(full_ov, (w, h), interpolation=cv2.INTER_NEAREST)
+    overlay[..., 3] = np.where(prob > 0.05, overlay[..., 3], 0.0)
+    fit.box = [int(origin[0]), int(origin[1]), int(w), int(h)]
+    return prob, overlay, fit
+
+
 def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams) -> MaskResult:
     """The stroke-following mask and overlay estimate for a confidence map (see
     the module docstring)."""
@@ -456,33 +525,37 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams) -> M
     prob = np.zeros(confidence.shape, np.float32)
     overlay = np.zeros(confidence.shape + (4,), np.float32)
     lines = []
-    for region in regions:
-        sl, p, ov, fit = segment_line(rgb, region, union, confidence)
+    for region, box in zip(regions, boxes):
+        sl, p, ov, fit = segment_line(rgb, region, union, confidence, box=box)
         view, oview = prob[sl], overlay[sl]
         stronger = p > view
         view[stronger] = p[stronger]
         oview[stronger] = ov[stronger]
         lines.append(fit)
-        local = median_evidence(rgb, region)
+        local = median_evidence(rgb[sl], region[sl])
         local = _drop_blobs(local, np.zeros(local.shape, np.int32), 0.5 - params.stroke_margin)
-        opaque = (local > prob) & (local >= 0.5 - params.stroke_margin)
-        overlay[opaque, 3] = np.maximum(overlay[opaque, 3], 1.0)  # no alpha estimate: inpaint, never unblend
-        np.maximum(prob, local, out=prob)
+        opaque = (local > view) & (local >= 0.5 - params.stroke_margin)
+        oview[opaque, 3] = 1.0  # no alpha estimate from the median: inpaint, never unblend
+        np.maximum(view, local, out=view)
     strokes = prob >= 0.5 - params.stroke_margin
     strokes = _drop_specks(strokes, params.min_region_area)
     result = mask_from_strokes(strokes, params, union, boxes, prob)
-    overlay[~result.core] = 0.0
+    overlay *= result.core[..., None]
     result.overlay = overlay
     result.lines = lines
     return result
 
 
-def _along(region: np.ndarray, reach: int, width: int) -> np.ndarray:
-    """A line-shaped structuring element along the region's main direction."""
+def _direction(region: np.ndarray) -> float:
+    """The main direction of a text line's region, radians (image x right, y down)."""
     pts = np.column_stack(np.nonzero(region)[::-1]).astype(np.float32)
     (_, _), (rw, rh), angle = cv2.minAreaRect(pts)
-    if rh > rw:
-        angle += 90.0
+    return float(np.radians(angle + 90.0 if rh > rw else angle))
+
+
+def _along(region: np.ndarray, reach: int, width: int) -> np.ndarray:
+    """A line-shaped structuring element along the region's main direction."""
+    angle = np.degrees(_direction(region))
     k = 2 * reach + 1
     kernel = np.zeros((k, k), np.uint8)
     dx, dy = reach * np.cos(np.radians(angle)), reach * np.sin(np.radians(angle))
@@ -518,74 +591,33 @@ def _drop_blobs(prob: np.ndarray, cluster: np.ndarray, cut: float) -> np.ndarray
     return out
 
 
-def _along(region: np.ndarray, reach: int, width: int) -> np.ndarray:
-    """A line-shaped structuring element along the region's main direction."""
-    pts = np.column_stack(np.nonzero(region)[::-1]).astype(np.float32)
-    (_, _), (rw, rh), angle = cv2.minAreaRect(pts)
-    if rh > rw:
-        angle += 90.0
-    k = 2 * reach + 1
-    kernel = np.zeros((k, k), np.uint8)
-    dx, dy = reach * np.cos(np.radians(angle)), reach * np.sin(np.radians(angle))
-    cv2.line(kernel, (int(round(reach - dx)), int(round(reach - dy))), (int(round(reach + dx)), int(round(reach + dy))),
-             1, thickness=max(1, 2 * width + 1))
-    return kernel
-
-
-def _drop_blobs(prob: np.ndarray, cluster: np.ndarray, cut: float) -> np.ndarray:
-    """Remove parts much thicker than the line's strokes (a dark object the
-    text crosses, not a glyph). A stroke's half-width is the distance to its
-    edge along its ridge; where a colour cluster is deeper than ``BLOB_FACTOR``
-    times the line's median half-width, that cluster's pixels around it are
-    dropped (the glyphs of other colours it touches stay)."""
+def _glyphs_beyond(prob: np.ndarray, line: np.ndarray, match: np.ndarray, coverage: np.ndarray,
+                   main: np.ndarray, cut: float) -> np.ndarray:
+    """Beyond the detected line, keep only what looks like a stray glyph of the
+    same overlay (a "©" the detector left out): parts as thin as the line's own
+    strokes, mostly of the line's ``main`` colour, whose fully covered pixels
+    show the fitted overlay's colour (median
+    ΔE under ``BEYOND_DELTA_E``). Text is drawn in one colour; an eye or a dark
+    patch next to dark text is neither that thin nor that uniform."""
     strokes = (prob >= cut).astype(np.uint8)
-    if strokes.sum() < 20:
+    beyond = strokes.astype(bool) & ~line
+    if not beyond.any():
         return prob
-    dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
-    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0)
-    half = max(1.5, float(np.median(dist[ridge]))) if ridge.any() else 0.0
-    if half <= 0:
-        return prob
-    thick = dist > BLOB_FACTOR * half
-    if not thick.any():
-        return prob
-    out = prob.copy()
-    zone = _disk(int(np.ceil(BLOB_FACTOR * half)) + 1)
-    for k in np.unique(cluster[thick]):
-        if k < 0:
-            continue
-        near = cv2.dilate((thick & (cluster == k)).astype(np.uint8), zone).astype(bool)
-        out[near & (cluster == k)] = 0.0
-    return out
-
-
-def _reconstruct(seed: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """The connected parts of ``within`` that touch ``seed``."""
-    count, labels = cv2.connectedComponents(within.astype(np.uint8), connectivity=8)
-    hit = np.unique(labels[seed & within])
-    hit = hit[hit > 0]
-    return np.isin(labels, hit) if hit.size else np.zeros_like(within)
-
-
-def _thin_beyond(prob: np.ndarray, line: np.ndarray, cut: float) -> np.ndarray:
-    """Beyond the detected line, keep only parts as thin as the line's own
-    strokes (a stray glyph), not an eye or a dark patch of the same colour."""
-    strokes = (prob >= cut).astype(np.uint8)
-    inside = strokes.astype(bool) & line
-    if inside.sum() < 20:
-        return np.where(line, prob, 0.0).astype(np.float32)
+    count, labels = cv2.connectedComponents(beyond.astype(np.uint8), connectivity=8)
     dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
     ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0) & line
     half = max(1.5, float(np.percentile(dist[ridge], 90))) if ridge.any() else 1.5
-    beyond = strokes.astype(bool) & ~line
-    count, labels = cv2.connectedComponents(beyond.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return prob
-    deepest = np.zeros(count, np.float32)
-    np.maximum.at(deepest, labels[beyond], dist[beyond])
-    thick = np.nonzero(deepest > THIN_FACTOR * half)[0]
-    thick = thick[thick > 0]
-    return np.where(np.isin(labels, thick), 0.0, prob).astype(np.float32) if thick.size else prob
+    drop = []
+    for i in range(1, count):
+        part = labels == i
+        solid = part & (coverage >= 0.8)
+        # in the line's main colour (not an outline or shadow colour, which photo
+        # surfaces share more often), and showing it as the fitted overlay does
+        colour_ok = (solid.sum() >= 3 and main[part].mean() > 0.5
+                     and float(np.median(match[solid])) < BEYOND_DELTA_E)
+        if not colour_ok or float(dist[part].max()) > THIN_FACTOR * half:
+            drop.append(i)
+    return np.where(np.isin(labels, drop), 0.0, prob).astype(np.float32) if drop else prob
 
 
 def _drop_specks(strokes: np.ndarray, min_area: int) -> np.ndarray:

@@ -72,6 +72,22 @@ def machine(device: str = "cpu") -> dict:
     }
 
 
+def _raw_detect(cache: ModelCache, images, repeats: int) -> float:
+    """Median seconds per input megapixel of the bare ONNX session on exactly
+    the arrays the detect stage feeds it (enlarged, tiled or not): the floor
+    the stage is measured against."""
+    detector = cache.detector()
+    per_mp = []
+    for _ in range(repeats):
+        for img in images:
+            inputs = detector.model_inputs(img.rgb)
+            start = time.perf_counter()
+            for x in inputs:
+                detector.run_session(x)
+            per_mp.append((time.perf_counter() - start) / (img.size[0] * img.size[1] / 1e6))
+    return statistics.median(per_mp)
+
+
 def run(args) -> int:
     paths = args.images or sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
@@ -98,6 +114,7 @@ def run(args) -> int:
             for stage, variant in record["variants"].items():
                 key = f"{stage}:{variant}"
                 variants[key] = variants.get(key, 0) + 1
+    raw = _raw_detect(cache, images, args.repeats) if "remove-text" in plan.ops else None
     median_image = statistics.median(per_image)
     figures = {
         "machine": machine(args.device),
@@ -108,6 +125,9 @@ def run(args) -> int:
         "median_seconds_per_image": round(median_image, 4),
         "images_per_minute": round(60.0 / median_image, 1),
     }
+    if raw is not None and "detect" in figures["seconds_per_megapixel"]:
+        figures["raw_onnx_seconds_per_megapixel"] = round(raw, 4)
+        figures["detect_over_raw_onnx"] = round(figures["seconds_per_megapixel"]["detect"] / raw, 3)
     m = figures["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gb']} GB, "
           f"load {m['load_average_1m']}; device {m['device']}; torch {m['torch']} ({m['torch_threads']} threads), "
@@ -118,6 +138,12 @@ def run(args) -> int:
     for stage, value in figures["seconds_per_megapixel"].items():
         print(f"  {stage:<12} {value:8.3f} s per input megapixel")
     print(f"  {'total':<12} {figures['total_seconds_per_megapixel']:8.3f} s per input megapixel")
+    if "detect_over_raw_onnx" in figures:
+        print(f"  raw ONNX session {figures['raw_onnx_seconds_per_megapixel']:.3f} s per input megapixel (the model "
+              f"alone, on the arrays the detect stage feeds it): detect / raw = {figures['detect_over_raw_onnx']:.2f}x")
+    stages_mp = figures["seconds_per_megapixel"]
+    if "postprocess" in stages_mp and "inpaint" in stages_mp:
+        print(f"  postprocess / inpaint = {stages_mp['postprocess'] / max(stages_mp['inpaint'], 1e-9):.2f}x")
     print(f"  images/minute {figures['images_per_minute']:8.1f}  ({figures['median_seconds_per_image']:.3f} s/image)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -29,13 +29,16 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate variants on synthetic degradations (PSNR, SSIM, LPIPS, HTML report)",
                        description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="bundled",
-                   help="clean photos: 'bundled' (scikit-image's sample photos), a folder, or s3://bucket/prefix")
+                   help="clean photos: 'bundled' (5 of scikit-image's sample photos), 'bundled-wide' (12 of them), "
+                        "a folder, or s3://bucket/prefix")
     p.add_argument("--ops", type=_csv_list, default=["remove-text"], help="remove-text,upscale (default remove-text)")
     p.add_argument("--variants", type=_csv_list, default=["telea", "patchmatch", "auto"],
                    help="inpaint and/or upscale variants, and auto (default telea,patchmatch,auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the degradations and the variants (default 0)")
     p.add_argument("--out", default="report", help="report folder (default report/)")
-    p.add_argument("--kinds", type=_csv_list, help="degradations: text,watermark,logo (remove-text), x2,x4 (upscale)")
+    p.add_argument("--kinds", type=_csv_list, help="degradations: text,watermark,logo (remove-text, the default) and the hard text kinds "
+                        "text-bold,text-outline,text-shadow,text-overlap,text-alpha,text-photo-colour,text-rotated; "
+                        "x2,x4 (upscale)")
     p.add_argument("--jpeg", type=_jpeg_levels, default=[0], help="JPEG levels, 0/none = uncompressed (e.g. 0,75,40)")
     p.add_argument("--max-side", type=int, default=384, help="photos are reduced to this longer side (default 384)")
     p.add_argument("--max-visuals", type=int, default=24, help="cases shown with crops in the page (default 24)")

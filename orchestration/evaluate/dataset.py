@@ -30,9 +30,16 @@ class EvalError(RetouchError):
 
 
 BUNDLED = "bundled"
-# scikit-image's bundled colour photos (no download; licences in skimage/data/README.txt)
+BUNDLED_WIDE = "bundled-wide"
+# scikit-image's bundled photos (no download; licences in skimage/data/README.txt)
 BUNDLED_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+# ... and the rest of its photographs (grey ones as RGB), for evaluations over 10+ photos
+WIDE_PHOTOS = BUNDLED_PHOTOS + ("motorcycle_right", "hubble_deep_field", "ihc", "retina", "camera", "brick",
+                                "grass")
 TEXT_KINDS = ("text", "watermark", "logo")
+# the captions users bring that a plain white or black line does not test; asked for by name
+HARD_TEXT_KINDS = ("text-bold", "text-outline", "text-shadow", "text-overlap", "text-alpha", "text-photo-colour",
+                   "text-rotated")
 UPSCALE_KINDS = ("x2", "x4")
 
 
@@ -72,14 +79,14 @@ def _fit(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[: h - h % 4, : w - w % 4], np.float32)
 
 
-def bundled_photos(max_side: int) -> list[Photo]:
-    """scikit-image's bundled colour photos, each fitted into ``max_side``."""
+def bundled_photos(max_side: int, names: tuple[str, ...] = BUNDLED_PHOTOS) -> list[Photo]:
+    """scikit-image's bundled photos, each fitted into ``max_side``."""
     from PIL import Image as PILImage
     from skimage import data
 
     folder = Path(data.__file__).parent
     photos = []
-    for name in BUNDLED_PHOTOS:
+    for name in names:
         path = next(folder.glob(f"{name}.*"))
         rgb = np.asarray(PILImage.open(path).convert("RGB"), np.float32) / 255.0
         photos.append(Photo(name, _fit(rgb, max_side)))
@@ -110,6 +117,8 @@ def load_photos(source: str, max_side: int = 384, max_pixels: int = 100_000_000,
     """``bundled`` | a folder | ``s3://bucket/prefix``. Raises EvalError naming the source."""
     if source == BUNDLED:
         return bundled_photos(max_side)
+    if source == BUNDLED_WIDE:
+        return bundled_photos(max_side, WIDE_PHOTOS)
     if source.startswith("s3://"):
         return s3_photos(source, max_side, max_pixels, storage)
     root = Path(source)
@@ -140,7 +149,56 @@ def _text_case(photo: Photo, kind: str, rng: np.random.Generator) -> tuple[np.nd
         spec = degrade.random_logo_spec(rng, w, h)
         degraded, mask = degrade.overlay_logo(rgb, spec)
         return degraded, mask, {"logo": asdict(spec)}
-    raise EvalError(f"unknown remove-text degradation {kind!r}; known: {', '.join(TEXT_KINDS)}")
+    if kind in HARD_TEXT_KINDS:
+        specs = hard_text_specs(rgb, kind, rng)
+        degraded, mask = degrade.overlay_text(rgb, specs)
+        return degraded, mask, {"texts": [asdict(s) for s in specs]}
+    raise EvalError(f"unknown remove-text degradation {kind!r}; known: {', '.join(TEXT_KINDS + HARD_TEXT_KINDS)}")
+
+
+def hard_text_specs(rgb: np.ndarray, kind: str, rng: np.random.Generator) -> list[degrade.TextSpec]:
+    """Captions of one hard kind (see HARD_TEXT_KINDS) for ``rgb``."""
+    from dataclasses import replace
+
+    h, w = rgb.shape[:2]
+    lines = int(rng.integers(1, 3))
+    specs = degrade.random_text_specs(rng, w, h, lines=lines, min_size=max(12, h // 14), max_size=max(16, h // 7))
+    specs = degrade.legible(rgb, specs)
+    if kind == "text-bold":
+        return [replace(s, font=str(rng.choice(("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf"))),
+                        size=int(s.size * 1.3)) for s in specs]
+    if kind == "text-outline":
+        out = []
+        for s in specs:
+            light = np.mean(s.colour) > 127
+            out.append(replace(s, font="DejaVuSans-Bold.ttf", outline=int(rng.integers(1, 4)),
+                               outline_colour=(0, 0, 0) if light else (255, 255, 255)))
+        return out
+    if kind == "text-shadow":
+        return [replace(s, shadow=(int(rng.integers(2, 5)), int(rng.integers(2, 5))),
+                        shadow_colour=(0, 0, 0) if np.mean(s.colour) > 127 else (90, 90, 90),
+                        shadow_opacity=float(rng.uniform(0.5, 0.9))) for s in specs]
+    if kind == "text-overlap":
+        # a second line of another colour crossing the first, a few px lower
+        first = specs[0]
+        other = (255 - first.colour[0], int(rng.integers(0, 256)), 255 - first.colour[2])
+        second = replace(first, text=str(rng.choice(degrade.WORDS)), colour=other,
+                         xy=(first.xy[0] + int(rng.integers(0, first.size)), first.xy[1] + first.size // 2),
+                         angle=float(rng.uniform(-8, 8)))
+        return [first, second]
+    if kind == "text-alpha":
+        return [replace(s, opacity=float(rng.uniform(0.3, 1.0))) for s in specs]
+    if kind == "text-photo-colour":
+        # the caption's colour is taken from the photo itself, somewhere else in it
+        out = []
+        for s in specs:
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            out.append(replace(s, colour=tuple(int(round(c * 255)) for c in rgb[y, x])))
+        return out
+    if kind == "text-rotated":
+        return [replace(s, angle=float(rng.uniform(-35, 35)), size=int(s.size * rng.uniform(0.8, 1.5)))
+                for s in specs]
+    raise EvalError(f"unknown hard text kind {kind!r}")
 
 
 def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str] | None = None,
@@ -156,17 +214,17 @@ def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str]
     for q in jpeg_levels:
         if not (q == 0 or 1 <= q <= 95):
             raise EvalError(f"JPEG level must be 0 (none) or 1-95 but is {q}")
-    wanted = {"remove-text": [k for k in (kinds or TEXT_KINDS) if k in TEXT_KINDS],
+    known = TEXT_KINDS + UPSCALE_KINDS + HARD_TEXT_KINDS + ARTIFACT_KINDS
+    wanted = {"remove-text": [k for k in (kinds or TEXT_KINDS) if k in TEXT_KINDS + HARD_TEXT_KINDS],
               "upscale": [k for k in (kinds or UPSCALE_KINDS) if k in UPSCALE_KINDS + ARTIFACT_KINDS]}
-    unknown = [k for k in kinds or [] if k not in TEXT_KINDS + UPSCALE_KINDS + ARTIFACT_KINDS]
+    unknown = [k for k in kinds or [] if k not in known]
     if unknown:
-        raise EvalError(f"unknown degradation(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(TEXT_KINDS + UPSCALE_KINDS + ARTIFACT_KINDS)}")
+        raise EvalError(f"unknown degradation(s) {', '.join(unknown)}; known: {', '.join(known)}")
     cases: list[Case] = []
     for p_i, photo in enumerate(photos):
         for op in ops:
             for kind in wanted.get(op, []):
-                k_i = (TEXT_KINDS + UPSCALE_KINDS + ARTIFACT_KINDS).index(kind)
+                k_i = known.index(kind)
                 for j_i, q in enumerate(jpeg_levels):
                     rng = _rng(seed, p_i, k_i, j_i)
                     case_id = f"{Path(photo.name).with_suffix('').as_posix().replace('/', '_')}-{kind}" + (f"-q{q}" if q else "")

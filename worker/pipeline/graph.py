@@ -57,9 +57,10 @@ class Stage:
 
 
 STAGES: list[Stage] = [
-    Stage("detect", steps.detect, consumes=(PIXELS, "user_mask"), produces=("confidence", "mask", "region"),
+    Stage("detect", steps.detect, consumes=(PIXELS, "user_mask"), produces=("confidence", "mask", "region", "overlay"),
           heavy=True, applies=op("remove-text"),
-          description="text confidence map (DBNet) and the stroke-following soft mask"),
+          description="text confidence map (DBNet), the stroke-following soft mask and the overlay's "
+                      "colour and alpha"),
     Stage("watermark", watermark, consumes=(PIXELS, "confidence", "mask", "region", "overlay"),
           produces=("confidence", "mask", "region", "overlay"), heavy=True, applies=op("remove-text"),
           description="watermarks and logos (templates, learned, repeated marks) merged into the text maps"),

@@ -42,7 +42,8 @@ def mask_params(plan: Plan) -> MaskParams:
 
 
 def detect(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:
-    """pixels (+ user_mask) -> confidence, mask (soft), region (bool)."""
+    """pixels (+ user_mask) -> confidence, mask (soft), region (bool) and the
+    overlay estimate (colour and alpha of the text found; none for a user mask)."""
     rgb, user_mask = arts[PIXELS].rgb, arts.get("user_mask")
     detector = None if user_mask is not None else cache.detector()
     start = time.perf_counter()
@@ -55,7 +56,10 @@ def detect(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Arti
     if ctx.metrics is not None:
         ctx.metrics.observe_mask(confidence_sample(detection.confidence, detection.core),
                                  detection.stats["coverage"])
-    return {"confidence": detection.confidence, "mask": detection.soft, "region": detection.binary}
+    produced = {"confidence": detection.confidence, "mask": detection.soft, "region": detection.binary}
+    if detection.overlay is not None and (detection.overlay[:, :, 3] > 0).any():
+        produced["overlay"] = detection.overlay
+    return produced
 
 
 def unblend(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:
@@ -66,7 +70,7 @@ def unblend(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Art
         return {}
     pixels, region = arts[PIXELS], arts["region"]
     start = time.perf_counter()
-    result = reverse_blend(pixels.rgb, overlay, region)
+    result = reverse_blend(pixels.rgb, overlay, region, margin=plan.mask_dilate)
     lifted, total = int(result.lifted.sum()), int(region.sum())
     inputs = {"region_px": total, "lifted_px": lifted, "lifted_share": round(lifted / total, 4), "alpha_max": ALPHA_MAX}
     if not lifted:
