@@ -1,0 +1,58 @@
+"""The captions users bring: bold, outlined, shadowed, overlapping,
+semi-transparent and rotated text, scored against the true overlay mask of
+retouch eval's reproducible cases (5 photos each)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestration.evaluate import dataset
+from worker import stages
+from worker.mask import MaskParams
+
+# Regression guards, a little under what the mask reaches today on these 5
+# photos (pooled recall of the fill region on the overlay's pixels: bold 0.80,
+# outline 0.95, shadow 0.91, overlap 0.79, alpha 0.78, rotated 0.89; filled
+# beyond the text 3.6-5.8% of the image). Issue 10's targets (0.95 and 2%) are
+# not reached yet; text-photo-colour (0.47, often invisible by construction)
+# is reported by retouch eval only.
+RECALL = {"text-bold": 0.75, "text-outline": 0.9, "text-shadow": 0.85, "text-overlap": 0.75,
+          "text-alpha": 0.75, "text-rotated": 0.85}
+FALSE_AREA = 0.07
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return dataset.load_photos(dataset.BUNDLED, max_side=320)
+
+
+def test_hard_kinds_are_reproducible_with_their_ground_truth(photos):
+    kinds = list(dataset.HARD_TEXT_KINDS)
+    first = dataset.build_cases(photos[:2], ["remove-text"], 5, kinds)
+    again = dataset.build_cases(photos[:2], ["remove-text"], 5, kinds)
+    assert [c.id for c in first] == [c.id for c in again] and len(first) == 2 * len(kinds)
+    for a, b in zip(first, again):
+        assert np.array_equal(a.degraded, b.degraded) and np.array_equal(a.mask, b.mask)
+        changed = np.abs(a.degraded - a.clean).max(axis=2) > 0.02  # 5 levels: the mask is cover > 0.02
+        assert a.mask.any() and not (changed & ~a.mask).any(), a.id  # the mask holds every changed pixel
+    by_kind = {c.kind: c for c in first}
+    outline = by_kind["text-outline"].params["texts"][0]
+    assert outline["outline"] >= 1 and outline["outline_colour"] != outline["colour"]
+    assert by_kind["text-shadow"].params["texts"][0]["shadow"] != [0, 0]
+    overlap = by_kind["text-overlap"].params["texts"]
+    assert len(overlap) == 2 and overlap[0]["colour"] != overlap[1]["colour"]
+
+
+@pytest.mark.parametrize("kind", sorted(RECALL))
+def test_mask_holds_on_hard_text(kind, photos, detector):
+    cases = dataset.build_cases(photos, ["remove-text"], 0, [kind])
+    hits = total = false = 0
+    for case in cases:
+        found = stages.detect(case.degraded, detector, MaskParams())
+        hits += int(found.binary[case.mask].sum())
+        total += int(case.mask.sum())
+        false += int((found.binary & ~case.mask).sum())
+    assert hits / total >= RECALL[kind], f"{kind}: recall {hits / total:.3f}"
+    pixels = sum(c.mask.size for c in cases)
+    assert false / pixels < FALSE_AREA, f"{kind}: {false / pixels:.1%} of the images filled beyond the text"
