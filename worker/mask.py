@@ -140,8 +140,16 @@ class LineFit:
         return asdict(self)
 
 
+def _distance(mask: np.ndarray) -> np.ndarray:
+    """Distance to the nearest pixel outside ``mask`` (float32 HxW), the
+    image's border counting as outside (OpenCV's transform of a mask with no
+    zero pixel returns a huge constant)."""
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
+
+
 def _line_height(region: np.ndarray) -> float:
-    return 2.0 * float(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).max())
+    return 2.0 * float(_distance(region).max())
 
 
 def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -462,7 +470,7 @@ def median_evidence(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(region)
     if ys.size < 4:
         return prob
-    thickness = 2.0 * float(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).max())
+    thickness = 2.0 * float(_distance(region).max())
     k = int(max(5, round(thickness * 0.6))) | 1
     pad = k
     y0, y1 = max(0, ys.min() - pad), min(region.shape[0], ys.max() + 1 + pad)
@@ -573,7 +581,7 @@ def _drop_blobs(prob: np.ndarray, cluster: np.ndarray, cut: float) -> np.ndarray
     strokes = (prob >= cut).astype(np.uint8)
     if strokes.sum() < 20:
         return prob
-    dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
+    dist = _distance(strokes)
     ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0)
     half = max(1.5, float(np.median(dist[ridge]))) if ridge.any() else 0.0
     if half <= 0:
@@ -604,7 +612,7 @@ def _glyphs_beyond(prob: np.ndarray, line: np.ndarray, match: np.ndarray, covera
     if not beyond.any():
         return prob
     count, labels = cv2.connectedComponents(beyond.astype(np.uint8), connectivity=8)
-    dist = cv2.distanceTransform(strokes, cv2.DIST_L2, 3)
+    dist = _distance(strokes)
     ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0) & line
     half = max(1.5, float(np.percentile(dist[ridge], 90))) if ridge.any() else 1.5
     drop = []
@@ -662,7 +670,7 @@ def stroke_width(strokes: np.ndarray) -> float:
     if not strokes.any():
         return 0.0
     skeleton = skeletonize(strokes)
-    dist = cv2.distanceTransform(strokes.astype(np.uint8), cv2.DIST_L2, 3)
+    dist = _distance(strokes)
     return float(2.0 * np.median(dist[skeleton])) if skeleton.any() else 0.0
 
 
