@@ -60,8 +60,9 @@ def test_diffusion_fill_runs_on_the_gpu_queue(cluster_env, bucket, archive_photo
                 routed[stage] = (task or sender).request.delivery_info.get("routing_key")
 
     signals.task_prerun.connect(prerun, weak=False, dispatch_uid="test-inpaint-routing")
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["gpu.0"]), \
-            start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"]):
+    # a solo worker finishes its current poll before it exits: on a loaded machine that takes over 10 s
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["gpu.0"], shutdown_timeout=60), \
+            start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"], shutdown_timeout=60):
         job = submit(app, storage, jobs, f"s3://{bucket}/in", f"s3://{bucket}/out", plan, queues=["gpu.0"]).job
         deadline = time.monotonic() + 300
         while not status(jobs, job).finished:
