@@ -225,6 +225,28 @@ def polish(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> Pose:
     return Pose(float(v[0]), float(v[1]), float(math.exp(v[2])), float(v[3]))
 
 
+def _verify(rgb, feature, template: Template, starts: list[Pose], steps, known, min_score: float, min_fit: float,
+            accepted: list[Occurrence], rejected: list[Occurrence]) -> None:
+    """Refine, polish and fit each start; accepted ones go to ``accepted`` (none
+    overlapping another), the others to ``rejected``."""
+    th, tw = template.alpha.shape
+    for start in starts:
+        if any(math.hypot(start.x - o.pose.x, start.y - o.pose.y) < 0.4 * min(th, tw) * o.pose.scale for o in accepted):
+            continue
+        score, pose = refine(feature, template, start, steps)
+        k, fit = fit_alpha(rgb, template, pose, known)
+        if score >= min_score and fit >= min_fit and k >= 0.05:
+            pose = polish(rgb, template, pose, k)
+            k, fit = fit_alpha(rgb, template, pose, known)
+        occurrence = Occurrence(pose, score, fit, k)
+        overlaps = any(math.hypot(pose.x - o.pose.x, pose.y - o.pose.y) < 0.5 * min(th, tw) * o.pose.scale
+                       for o in accepted)
+        if score >= min_score and fit >= min_fit and k >= 0.05 and not overlaps:
+            accepted.append(occurrence)
+        elif not overlaps:
+            rejected.append(occurrence)
+
+
 def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_score: float = MIN_SCORE,
          min_fit: float = MIN_FIT) -> tuple[list[Occurrence], list[Occurrence]]:
     """Every occurrence of ``template`` in ``rgb`` (float32 HxWx3 in [0, 1]); a
@@ -262,21 +284,14 @@ def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_
         min_score = min(min_score, 0.1)
     accepted: list[Occurrence] = []
     rejected: list[Occurrence] = []
-    for start in starts:
-        if any(math.hypot(start.x - o.pose.x, start.y - o.pose.y) < 0.4 * min(th, tw) * o.pose.scale for o in accepted):
-            continue
-        score, pose = refine(feature, template, start, (factor * 1.0, factor * 1.0, scale_step, angle_step))
-        k, fit = fit_alpha(rgb, template, pose, known)
-        if score >= min_score and fit >= min_fit and k >= 0.05:
-            pose = polish(rgb, template, pose, k)
-            k, fit = fit_alpha(rgb, template, pose, known)
-        occurrence = Occurrence(pose, score, fit, k)
-        overlaps = any(math.hypot(pose.x - o.pose.x, pose.y - o.pose.y) < 0.5 * min(th, tw) * o.pose.scale
-                       for o in accepted)
-        if score >= min_score and fit >= min_fit and k >= 0.05 and not overlaps:
-            accepted.append(occurrence)
-        elif not overlaps:
-            rejected.append(occurrence)
+    steps = (factor * 1.0, factor * 1.0, scale_step, angle_step)
+    _verify(rgb, feature, template, starts, steps, known, min_score, min_fit, accepted, rejected)
+    # a mark repeats at the scale and angle it was found at (tiles, a logo used twice): look again at exactly
+    # those, with a lower bar for the coarse correlation, which the grid's spacing no longer lowers
+    for pose in {(round(o.pose.scale, 2), round(o.pose.angle, 1)): o.pose for o in accepted}.values():
+        again = coarse_search(feature, template, (pose.scale,), (pose.angle,), threshold=0.1)
+        _verify(rgb, feature, template, [p for _, p in again], (1.0, 1.0, 0.01, 0.5), known, min_score, min_fit,
+                accepted, rejected)
     accepted.sort(key=lambda o: -o.score)
     rejected.sort(key=lambda o: -o.score)
     return accepted, rejected
