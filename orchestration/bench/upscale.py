@@ -27,6 +27,7 @@ from orchestration.settings import load_settings
 from worker import upscale
 from worker.models.convert_ncnn import SHIPPED
 from worker.pipeline.select import choose_backend
+from worker.upscale import speeds
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def measure(variant: str, size: int, scale: float, repeats: int, device: str, ti
             "gpu_peak_mb": round(gpu_peak / 2**20, 1) if gpu_peak is not None else None}
 
 
-def auto_backends(results: list[dict], device: str) -> list[dict]:
+def auto_backends(results: list[dict], device: str, measured: dict | None = None) -> list[dict]:
     """For each model measured on both backends: the one ``auto`` runs on
     ``device`` (:func:`worker.pipeline.select.choose_backend`) and its time as
     a multiple of the fastest backend's."""
@@ -103,7 +104,7 @@ def auto_backends(results: list[dict], device: str) -> list[dict]:
     for model in SHIPPED:
         backends = [model.name] + [n for n in model.ncnn if n.endswith(("x4plus-ncnn", "anime-ncnn", "x4-ncnn"))]
         measured = [b for b in backends if b in seconds]
-        decision = choose_backend(model.name, "cpu" if device == "auto" else device)
+        decision = choose_backend(model.name, "cpu" if device == "auto" else device, measured)
         if len(measured) < 2 or decision is None or decision.variant not in seconds:
             continue
         fastest = min(measured, key=lambda b: seconds[b])
@@ -150,7 +151,11 @@ def run(args) -> int:
         print(f"  {variant:<30} {r['backend']:<16} {r['device']:<7} {str(r['tile']):>5} {r['load_seconds']:>7.2f} "
               f"{r['median_seconds']:>8.2f} {r['seconds_per_output_mp']:>9.3f} {r['peak_rss_mb']:>12.1f}"
               + (f"  GPU peak {r['gpu_peak_mb']} MB" if r.get("gpu_peak_mb") else ""), flush=True)
-    auto = auto_backends(results, args.device)
+    if not args.device.startswith("cuda") and results:
+        saved = speeds.save(model_dir, {r["variant"]: r["seconds_per_output_mp"] for r in results
+                                        if r["device"] == "cpu"}, m["cpu"])
+        print(f"  speeds saved to {saved} (auto runs the faster backend measured here)")
+    auto = auto_backends(results, args.device, speeds.load(model_dir))
     for line in auto:
         print(f"  auto {line['model']:<26} -> {line['auto']:<30} {line['ratio']:.2f}x the fastest "
               f"({line['fastest']}); {line['reason']}")

@@ -150,7 +150,13 @@ def test_auto_upscale_records_the_route_and_the_backend(cache, store):
 
 def test_backend_choice():
     cpu = choose_backend("realesr-animevideov3", "cpu")
-    assert cpu.variant == "realesr-animevideov3-x4-ncnn" and cpu.rule == "cpu-ncnn-faster"
+    assert cpu.variant == "realesr-animevideov3-x4-ncnn" and cpu.rule == "cpu-ncnn-default"
+    # measured on this machine (retouch bench upscale): the faster one, whichever it is
+    measured = {"realesr-animevideov3": 2.0, "realesr-animevideov3-x4-ncnn": 3.0}
+    here = choose_backend("realesr-animevideov3", "cpu", measured)
+    assert (here.variant, here.rule) == ("realesr-animevideov3", "cpu-torch-measured") and "measured here" in here.reason
+    measured["realesr-animevideov3-x4-ncnn"] = 1.0
+    assert choose_backend("realesr-animevideov3", "cpu", measured).variant == "realesr-animevideov3-x4-ncnn"
     assert choose_backend("realesrgan-x4plus", "cpu").variant == "realesrgan-x4plus"
     gpu = choose_backend("realesr-animevideov3", "cuda:0")
     assert gpu.variant == "realesr-animevideov3" and gpu.rule == "cuda-torch-fp16"
@@ -164,6 +170,17 @@ def test_stages_a_plan_needs():
     assert names(ops=["upscale"], upscale="realesrgan-x4plus", prepass="ffdnet") == ["denoise", "upscale"]
     assert names(ops=["upscale"], prepass="none") == ["upscale"]
     assert names(ops=["denoise"]) == ["denoise"]
+
+
+def test_bench_speeds_round_trip(tmp_path):
+    from worker.upscale import speeds
+
+    assert speeds.load(str(tmp_path)) == {}
+    speeds.save(str(tmp_path), {"realesrgan-x4plus": 50.0}, "cpu")
+    speeds.save(str(tmp_path), {"realesrgan-x4plus-ncnn": 40.0})
+    assert speeds.load(str(tmp_path)) == {"realesrgan-x4plus": 50.0, "realesrgan-x4plus-ncnn": 40.0}
+    (tmp_path / speeds.FILENAME).write_text("{not json")
+    assert speeds.load(str(tmp_path)) == {}
 
 
 def test_named_restoration_and_sigma():

@@ -485,27 +485,43 @@ def choose_restoration(kind: str, plan: Plan, features: dict) -> Decision:
 
 
 # --- The backend a model runs on ------------------------------------------------
-# Where the same weights run on torch and on ncnn, the CPU gets the faster one,
-# measured with `retouch bench upscale` (x4 of a 256 px photo, medians of 3) on
-# the project's CPU machine (2 cores; docs/upscaling.md has the table); CUDA
-# always runs torch in fp16.
+# Where the same weights run on torch and on ncnn, the CPU gets the faster one:
+# as measured on this machine by `retouch bench upscale` (the store's
+# backend-speeds.json, worker.upscale.speeds) when it has both, else these
+# defaults, measured on the project's 2-core CPU machine (x4 of 96-128 px
+# photos; shared and noisy: animevideov3 measured 0.19 s ncnn vs 0.36 s torch
+# once and the reverse under load); CUDA always runs torch in fp16.
 CPU_BACKEND = {
-    "realesr-animevideov3": ("realesr-animevideov3-x4-ncnn", "ncnn about 2x faster than torch on the CPU"),
-    "realesrgan-x4plus": ("realesrgan-x4plus", "torch about 1.2x faster than ncnn on the CPU"),
-    "realesrgan-x4plus-anime": ("realesrgan-x4plus-anime", "torch faster than ncnn on the CPU"),
+    "realesr-animevideov3": ("realesr-animevideov3-x4-ncnn", "ncnn faster than torch on the reference CPU"),
+    "realesrgan-x4plus": ("realesrgan-x4plus", "torch and ncnn within 10% on the reference CPU"),
+    "realesrgan-x4plus-anime": ("realesrgan-x4plus-anime-ncnn", "ncnn about 1.7x faster than torch on the reference CPU"),
 }
+NCNN_TWIN = {"realesr-animevideov3": "realesr-animevideov3-x4-ncnn", "realesrgan-x4plus": "realesrgan-x4plus-ncnn",
+             "realesrgan-x4plus-anime": "realesrgan-x4plus-anime-ncnn"}
 
 
-def choose_backend(variant: str, device: str) -> Decision | None:
+def choose_backend(variant: str, device: str, speeds: dict | None = None) -> Decision | None:
     """Which backend runs ``variant`` (a torch model name) on ``device``; None
-    when the model has one backend only."""
+    when the model has one backend only. ``speeds``: seconds per output MP by
+    variant measured on this machine (:func:`worker.upscale.speeds.load`)."""
     if variant not in CPU_BACKEND:
         return None
     if device.startswith("cuda"):
         return Decision("upscale-backend", variant, "cuda-torch-fp16",
                         f"{variant} on {device}: torch in fp16 (ncnn runs on the CPU only here)",
                         {"model": variant, "device": device})
+    twin = NCNN_TWIN[variant]
+    speeds = speeds or {}
+    if variant in speeds and twin in speeds:
+        runs = twin if speeds[twin] < speeds[variant] else variant
+        backend = "ncnn" if runs == twin else "torch"
+        return Decision("upscale-backend", runs, f"cpu-{backend}-measured",
+                        f"{variant} on the CPU: {runs} (measured here: torch {speeds[variant]:.3g} s/MP, "
+                        f"ncnn {speeds[twin]:.3g} s/MP)",
+                        {"model": variant, "device": device, "backend": backend,
+                         "torch_s_per_mp": speeds[variant], "ncnn_s_per_mp": speeds[twin]})
     runs, why = CPU_BACKEND[variant]
     backend = "ncnn" if runs.endswith("-ncnn") else "torch"
-    return Decision("upscale-backend", runs, f"cpu-{backend}-faster", f"{variant} on the CPU: {runs} ({why})",
+    return Decision("upscale-backend", runs, f"cpu-{backend}-default", f"{variant} on the CPU: {runs} ({why}; "
+                    "run `retouch bench upscale` to measure this machine)",
                     {"model": variant, "device": device, "backend": backend})

@@ -32,6 +32,7 @@ from worker.pipeline.record import Context
 from worker.pipeline.select import (Decision, UpscaleChoice, artifact_features, choose_backend, choose_inpaint,
                                     fallback_variants, fill_features, ring_texture, route_upscale)
 from worker.upscale import UpscaleOptions, restoration, variant_info
+from worker.upscale import speeds as upscale_speeds
 
 Artifacts = dict[str, Any]
 
@@ -154,7 +155,8 @@ def upscale(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Art
     if plan.no_hallucination and variant_info(decision.variant, options).learned:
         raise PlanError(f"--no-hallucination forbids the learned upscaler {decision.variant}")
     runs = decision.variant
-    backend = choose_backend(runs, options.device) if plan.upscale == "auto" else None
+    backend = (choose_backend(runs, options.device, upscale_speeds.load(cache.model_dir))
+               if plan.upscale == "auto" else None)
     if backend is not None:
         ctx.decided(backend)
         runs = backend.variant
