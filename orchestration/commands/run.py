@@ -18,10 +18,7 @@ from orchestration.commands._plan import add_plan_arguments, plan_from_args
 from orchestration.local import run_batch, search
 from orchestration.settings import load_settings
 from orchestration.commands.watermark import learn_from_files
-from orchestration.commands.watermark import learn_from_files
 from worker.pipeline.cache import ModelCache
-from worker.pipeline.plan import LEARNED, Plan
-from worker.watermark import WatermarkError
 from worker.pipeline.plan import LEARNED, Plan
 from worker.watermark import WatermarkError
 from worker.pipeline.request import load_requests
@@ -72,7 +69,6 @@ def run(args) -> int:
     _log_decisions_to(args.out / "retouch-decisions.jsonl")
     files = found.files
     plan = _learned_watermark(plan, [f for f, _ in files], args.out, settings.max_pixels)
-    plan = _learned_watermark(plan, [f for f, _ in files], args.out, settings.max_pixels)
     if requests:
         names = {f.name for f, _ in files} | {f.stem for f, _ in files}
         for image_id in sorted(set(requests) - names):
@@ -109,22 +105,6 @@ def run(args) -> int:
         time.sleep(max(args.metrics_hold, 0.0))
         metrics_server.shutdown()
     return 1 if failed else 0
-
-
-def _learned_watermark(plan: Plan, files: list[Path], out: Path, max_pixels: int) -> Plan:
-    """``--watermark learned``: learn the batch's shared mark into
-    <out>/retouch-watermark.png (+ .json) and look for that template instead.
-    A batch too small or too varied gets one line and goes on without it."""
-    if LEARNED not in plan.watermarks:
-        return plan
-    target = out / "retouch-watermark.png"
-    try:
-        learned = learn_from_files(files, target, max_pixels)
-    except WatermarkError as exc:
-        print(f"retouch run: --watermark learned: {exc}; going on without it", file=sys.stderr)
-        return plan.model_copy(update={"watermarks": [w for w in plan.watermarks if w != LEARNED]})
-    print(f"retouch run: learned the shared watermark from {len(learned.used)} images -> {target}", file=sys.stderr)
-    return plan.model_copy(update={"watermarks": [str(target) if w == LEARNED else w for w in plan.watermarks]})
 
 
 def _learned_watermark(plan: Plan, files: list[Path], out: Path, max_pixels: int) -> Plan:
