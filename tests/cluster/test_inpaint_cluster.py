@@ -73,7 +73,9 @@ def test_diffusion_fill_runs_on_the_gpu_queue(cluster_env, bucket, archive_photo
     assert (st.done, st.failed) == (1, 0), st.line()
     line = next(iter(read_manifest(storage, st.manifest)))
     assert line["queue"] == "gpu.0" and line["variants"]["inpaint"] == "sd-inpaint"
-    assert routed == {"detect": "gpu.0", "unblend": "gpu.0", "inpaint": "gpu.0", "postprocess": "cpu"}
+    # every stage the plan needs, on the queue the graph declares for it
+    assert routed == {stage.name: "gpu.0" if stage.heavy else "cpu" for stage in graph.stages_for(plan)}
+    assert routed["inpaint"] == "gpu.0" and routed["postprocess"] == "cpu"
     record = json.loads(storage.get(bucket, line["record"].split("/", 3)[3]))
     assert record["inpaint"]["family"] == "diffusion" and record["plan"]["prompt"] == "plaster wall"
     name = line["key"].split("/")[-1]
