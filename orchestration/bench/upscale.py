@@ -103,11 +103,11 @@ def auto_backends(results: list[dict], device: str, measured: dict | None = None
     out = []
     for model in SHIPPED:
         backends = [model.name] + [n for n in model.ncnn if n.endswith(("x4plus-ncnn", "anime-ncnn", "x4-ncnn"))]
-        measured = [b for b in backends if b in seconds]
+        ran = [b for b in backends if b in seconds]
         decision = choose_backend(model.name, "cpu" if device == "auto" else device, measured)
-        if len(measured) < 2 or decision is None or decision.variant not in seconds:
+        if len(ran) < 2 or decision is None or decision.variant not in seconds:
             continue
-        fastest = min(measured, key=lambda b: seconds[b])
+        fastest = min(ran, key=lambda b: seconds[b])
         out.append({"model": model.name, "auto": decision.variant, "fastest": fastest,
                     "ratio": round(seconds[decision.variant] / max(seconds[fastest], 1e-9), 3),
                     "reason": decision.reason})
@@ -151,11 +151,12 @@ def run(args) -> int:
         print(f"  {variant:<30} {r['backend']:<16} {r['device']:<7} {str(r['tile']):>5} {r['load_seconds']:>7.2f} "
               f"{r['median_seconds']:>8.2f} {r['seconds_per_output_mp']:>9.3f} {r['peak_rss_mb']:>12.1f}"
               + (f"  GPU peak {r['gpu_peak_mb']} MB" if r.get("gpu_peak_mb") else ""), flush=True)
+    # auto's choice as it stood before this run (earlier measurements, else the defaults), against this run
+    auto = auto_backends(results, args.device, speeds.load(model_dir))
     if not args.device.startswith("cuda") and results:
         saved = speeds.save(model_dir, {r["variant"]: r["seconds_per_output_mp"] for r in results
                                         if r["device"] == "cpu"}, m["cpu"])
-        print(f"  speeds saved to {saved} (auto runs the faster backend measured here)")
-    auto = auto_backends(results, args.device, speeds.load(model_dir))
+        print(f"  speeds saved to {saved} (auto runs the faster backend measured here from now on)")
     for line in auto:
         print(f"  auto {line['model']:<26} -> {line['auto']:<30} {line['ratio']:.2f}x the fastest "
               f"({line['fastest']}); {line['reason']}")

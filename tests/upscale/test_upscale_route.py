@@ -157,7 +157,7 @@ def test_backend_choice():
     assert (here.variant, here.rule) == ("realesr-animevideov3", "cpu-torch-measured") and "measured here" in here.reason
     measured["realesr-animevideov3-x4-ncnn"] = 1.0
     assert choose_backend("realesr-animevideov3", "cpu", measured).variant == "realesr-animevideov3-x4-ncnn"
-    assert choose_backend("realesrgan-x4plus", "cpu").variant == "realesrgan-x4plus"
+    assert choose_backend("realesrgan-x4plus", "cpu").variant == "realesrgan-x4plus-ncnn"
     gpu = choose_backend("realesr-animevideov3", "cuda:0")
     assert gpu.variant == "realesr-animevideov3" and gpu.rule == "cuda-torch-fp16"
     assert choose_backend("lanczos", "cpu") is None

@@ -488,12 +488,14 @@ def choose_restoration(kind: str, plan: Plan, features: dict) -> Decision:
 # Where the same weights run on torch and on ncnn, the CPU gets the faster one:
 # as measured on this machine by `retouch bench upscale` (the store's
 # backend-speeds.json, worker.upscale.speeds) when it has both, else these
-# defaults, measured on the project's 2-core CPU machine (x4 of 96-128 px
-# photos; shared and noisy: animevideov3 measured 0.19 s ncnn vs 0.36 s torch
-# once and the reverse under load); CUDA always runs torch in fp16.
+# defaults, measured on the project's 2-core CPU machine with `retouch bench
+# upscale --size 96` when it was quiet (s per output MP, torch vs ncnn:
+# animevideov3 0.41 vs 0.18, x4plus 9.2 vs 4.7, x4plus-anime 2.8 vs 1.6; under
+# load from other jobs the order of x4plus and animevideov3 flipped, hence the
+# per-machine file); CUDA always runs torch in fp16.
 CPU_BACKEND = {
-    "realesr-animevideov3": ("realesr-animevideov3-x4-ncnn", "ncnn faster than torch on the reference CPU"),
-    "realesrgan-x4plus": ("realesrgan-x4plus", "torch and ncnn within 10% on the reference CPU"),
+    "realesr-animevideov3": ("realesr-animevideov3-x4-ncnn", "ncnn about 2.3x faster than torch on the reference CPU"),
+    "realesrgan-x4plus": ("realesrgan-x4plus-ncnn", "ncnn about 1.9x faster than torch on the reference CPU"),
     "realesrgan-x4plus-anime": ("realesrgan-x4plus-anime-ncnn", "ncnn about 1.7x faster than torch on the reference CPU"),
 }
 NCNN_TWIN = {"realesr-animevideov3": "realesr-animevideov3-x4-ncnn", "realesrgan-x4plus": "realesrgan-x4plus-ncnn",
