@@ -122,10 +122,19 @@ class JobStore:
         pipe.execute()
         return True
 
-    def add_line(self, job: str, batch: int, line: dict) -> None:
-        """An image's manifest line, kept until its batch's part is written."""
+    def status_of(self, job: str, image: str) -> str | None:
+        """The final status that counted for ``image`` (the first finish's), or None."""
+        value = self.redis.hget(self.k(job, "status"), image)
+        return value.decode() if value is not None else None
+
+    def add_line(self, job: str, batch: int, line: dict, replace: bool = True) -> None:
+        """An image's manifest line, kept until its batch's part is written.
+        ``replace=False`` stores it only where the image has no line yet: a
+        repeated finish (a redelivered chain that found its own output and
+        says "skipped") must not overwrite the line of the finish that counted."""
         pipe = self.redis.pipeline()
-        pipe.hset(self.k(job, f"lines:{batch}"), line["key"], json.dumps(line, sort_keys=True))
+        store = pipe.hset if replace else pipe.hsetnx
+        store(self.k(job, f"lines:{batch}"), line["key"], json.dumps(line, sort_keys=True))
         pipe.expire(self.k(job, f"lines:{batch}"), 30 * 24 * 3600)
         pipe.execute()
 

@@ -228,8 +228,14 @@ def finish(self, message: dict) -> dict:
     if job.status == "pending":
         job.fail("chain ended without an output")
     try:
-        if JobStore(rt.redis).finished(job.job, job.key, job.status):
+        store = JobStore(rt.redis)
+        first = store.finished(job.job, job.key, job.status)
+        if first:
             rt.metrics.image_finished(job.status)
+        elif store.status_of(job.job, job.key) == "ok" and job.status == "skipped":
+            # a completed chain that ran again (its acknowledgement was lost with a
+            # killed worker) found its own output: the image is done, as first counted
+            job.status, job.record_key = "ok", job.out_key + ".json"
         transient = artifacts.transient(job)
         if transient:
             rt.storage.delete(job.out_bucket, transient)
@@ -246,8 +252,11 @@ def finish(self, message: dict) -> dict:
         "artifacts": {name: out(key) for name, key in artifacts.kept(job).items()},
     }
     # the batch's part is written from these stored lines, not from the chord's
-    # results: a finish delivered twice can make the chord fire one image early
-    JobStore(rt.redis).add_line(job.job, job.batch, line)
+    # results: a finish delivered twice can make the chord fire one image early.
+    # The line agrees with the status that counted: a repeat (an image whose
+    # completed chain ran again after a lost acknowledgement, finding its own
+    # output: "skipped") never replaces the first finish's line ("ok").
+    store.add_line(job.job, job.batch, line, replace=first)
     return {"key": job.key, "status": job.status}  # the chord's result; the line itself is in Redis
 
 
