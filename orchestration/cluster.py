@@ -126,14 +126,17 @@ def _alive(pid: int) -> bool:
 
 
 def start_redis(data_dir: Path, port: int = 0, timeout: float = 20.0) -> Server:
-    """redis-server on 127.0.0.1 (no persistence). Raises ClusterError."""
+    """redis-server on 127.0.0.1, persisting to ``data_dir`` with an
+    append-only file (fsync every second) and never evicting keys: a restart
+    keeps the jobs, their manifests and the queued messages. Raises ClusterError."""
     exe = shutil.which("redis-server")
     if not exe:
         raise ClusterError("redis-server not found (install the Debian package redis-server)")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_file = data_dir / "redis.log"
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "yes",
+                             "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
                              "--dir", str(data_dir), "--protected-mode", "yes"],
                             stdout=log_file.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"redis://{LOOPBACK}:{port}/0"

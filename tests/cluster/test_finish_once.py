@@ -49,3 +49,25 @@ def test_a_repeated_finish_never_downgrades_the_line_that_counted(cluster_env, b
     line = json.loads(store.batch_lines("j1", 0)["in/a.jpg"])
     assert line["status"] == "ok" and line["record"].endswith("out/a.jpg.json")
     assert store.counts("j1").get("ok") == 1 and not store.counts("j1").get("skipped")
+
+
+def test_redis_started_by_retouch_keeps_its_data_across_a_restart(tmp_path):
+    """retouch cluster up and the fixtures run Redis with an append-only file:
+    killed and restarted on the same folder, it still holds the job."""
+    import time
+
+    from orchestration.cluster import free_port, start_redis
+
+    port = free_port()
+    server = start_redis(tmp_path / "redis", port)
+    client = redis.Redis.from_url(server.url)
+    JobStore(client).set_meta("j2", state="queued")
+    time.sleep(1.5)                       # appendfsync everysec
+    server.proc.kill()                    # no clean shutdown
+    server.proc.wait(timeout=10)
+    again = start_redis(tmp_path / "redis", port)
+    try:
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.hget(JobStore.k("j2", "meta"), "state") == b'"queued"'  # set_meta stores JSON
+    finally:
+        again.stop()
