@@ -235,11 +235,12 @@ class Supervisor:
     (backoff grows when a child keeps dying young)."""
 
     def __init__(self, specs: list[WorkerSpec], env: dict | None = None, loglevel: str = "INFO",
-                 on_exit=None):
+                 on_exit=None, on_death=None):
         self.specs = specs
         self.env = env if env is not None else dict(os.environ)
         self.loglevel = loglevel
         self.on_exit = on_exit          # called with the pid of a child that exited (metrics cleanup)
+        self.on_death = on_death        # called with the hostname of a child that exited (its bookkeeping)
         self.procs: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
         self.restarts: dict[str, int] = {s.name: 0 for s in specs}
@@ -268,6 +269,11 @@ class Supervisor:
                 continue
             if self.on_exit:
                 self.on_exit(proc.pid)
+            if self.on_death:
+                try:
+                    self.on_death(self.hostname(spec))
+                except Exception:  # bookkeeping must never stop the restart
+                    log.exception("cleaning up after worker %s failed", spec.name)
             young = time.monotonic() - self.started_at[spec.name] < 10
             self.restarts[spec.name] = self.restarts[spec.name] + 1 if young else 0
             delay = min(30.0, 0.5 * 2 ** self.restarts[spec.name]) if young else 0.5

@@ -253,6 +253,12 @@ def list_images(storage: Storage, src: S3Url) -> Iterator[dict]:
         yield obj
 
 
+def current_task_key(hostname: str) -> str:
+    """What a worker process is doing now (JSON: task, id, image, job, since);
+    written by the task, deleted when it ends or when the process dies."""
+    return f"retouch:worker:{hostname}:current"
+
+
 QUEUES_KEY = "retouch:queues:"   # + supervisor id -> JSON list of the queues its workers consume
 QUEUES_TTL = 30
 

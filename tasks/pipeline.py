@@ -28,7 +28,7 @@ import redis
 from celery import shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from orchestration.jobs import JobStore, write_manifest, write_part
+from orchestration.jobs import JobStore, current_task_key, write_manifest, write_part
 from orchestration.storage import is_transient, parse_url, validate_key
 from tasks import artifacts, limits
 from tasks.runtime import Runtime, runtime
@@ -70,7 +70,7 @@ def _count_delivery(rt: Runtime, task, name: str) -> int:
 
 def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = None) -> None:
     """What each worker is doing now (``retouch:worker:<host>:current``), for status and tests."""
-    key = f"retouch:worker:{task.request.hostname}:current"
+    key = current_task_key(task.request.hostname)
     if stage is None:
         rt.redis.delete(key)
     else:

@@ -12,7 +12,7 @@ import redis
 
 from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
 from orchestration.cluster import Supervisor, worker_specs
-from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues
+from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues, current_task_key
 from orchestration.settings import SettingsError, load_settings
 from tasks.app import config
 
@@ -60,7 +60,11 @@ def run(args) -> int:
     on_exit = None
     if args.metrics_port:
         on_exit = _start_metrics(args, settings, specs)
-    supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit)
+    bookkeeping = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    # a child that died mid-task is doing nothing now: say so at once (its
+    # restarted successor reuses the name, and the key would outlive it)
+    supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit,
+                            on_death=lambda hostname: bookkeeping.delete(current_task_key(hostname)))
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))

@@ -17,6 +17,7 @@ import redis
 
 from clusterlib import retouch, wait_job
 from orchestration.cluster import free_port
+from orchestration.jobs import current_task_key
 from worker.pipeline import graph
 from worker.pipeline.plan import Plan
 
@@ -181,7 +182,8 @@ def _kill_mid_task(workers, r, queue: str, timeout: float = 60):
             current = r.get(key)
             if current and json.loads(current)["task"] in ("detect", "inpaint"):
                 victim.send_signal(signal.SIGKILL)
-                return victim, json.loads(current)
+                host = key.decode()[len("retouch:worker:"):-len(":current")]
+                return victim, {**json.loads(current), "host": host}
         time.sleep(0.02)
     raise AssertionError(f"{queue} worker never seen inside a task")
 
@@ -200,6 +202,12 @@ def test_worker_killed_mid_task_job_completes_exactly_once(cluster_env, bucket, 
 
     r = redis.Redis.from_url(env["RETOUCH_REDIS_URL"])
     victim, killed = _kill_mid_task(workers, r, "gpu.1")
+    # the supervisor clears what the dead child was doing at once, not when the key expires
+    dead = current_task_key(killed["host"])
+    deadline = time.monotonic() + 5
+    while r.get(dead) is not None and json.loads(r.get(dead) or "{}").get("id") == killed["id"]:
+        assert time.monotonic() < deadline, "the killed worker's current task outlived it"
+        time.sleep(0.05)
 
     last = wait_job(env, job, timeout=150)
     assert "12 done, 0 failed, 0 skipped" in last, last
