@@ -259,6 +259,12 @@ def current_task_key(hostname: str) -> str:
     return f"retouch:worker:{hostname}:current"
 
 
+def last_task_key(hostname: str) -> str:
+    """The id of the last task a worker process finished (its acknowledgement
+    may still be on its way when the process dies)."""
+    return f"retouch:worker:{hostname}:last"
+
+
 QUEUES_KEY = "retouch:queues:"   # + supervisor id -> JSON list of the queues its workers consume
 QUEUES_TTL = 30
 

@@ -28,7 +28,7 @@ import redis
 from celery import shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from orchestration.jobs import JobStore, current_task_key, write_manifest, write_part
+from orchestration.jobs import JobStore, current_task_key, last_task_key, write_manifest, write_part
 from orchestration.storage import is_transient, parse_url, validate_key
 from tasks import artifacts, limits
 from tasks.runtime import Runtime, runtime
@@ -72,7 +72,12 @@ def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = N
     """What each worker is doing now (``retouch:worker:<host>:current``), for status and tests."""
     key = current_task_key(task.request.hostname)
     if stage is None:
-        rt.redis.delete(key)
+        pipe = rt.redis.pipeline()
+        pipe.delete(key)
+        # until acknowledged, a finished task's message is still held: if this
+        # process dies now, its supervisor puts it back (tasks.requeue)
+        pipe.set(last_task_key(task.request.hostname), task.request.id, ex=_marker_ttl(rt))
+        pipe.execute()
     else:
         rt.redis.set(key, json.dumps({"task": stage, "id": task.request.id, "image": job.key, "job": job.job,
                                       "since": time.time()}), ex=rt.settings.task_time_limit + 60)

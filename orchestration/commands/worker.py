@@ -14,7 +14,8 @@ from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, star
 from orchestration.cluster import Supervisor, worker_specs
 from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues, current_task_key
 from orchestration.settings import SettingsError, load_settings
-from tasks.app import config
+from tasks.app import config, make_app
+from tasks.requeue import requeue_held
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,16 @@ def run(args) -> int:
     if args.metrics_port:
         on_exit = _start_metrics(args, settings, specs)
     bookkeeping = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    # a child that died mid-task is doing nothing now: say so at once (its
-    # restarted successor reuses the name, and the key would outlive it)
-    supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit,
-                            on_death=lambda hostname: bookkeeping.delete(current_task_key(hostname)))
+    app = make_app(settings)
+
+    def on_death(hostname: str) -> None:
+        # the messages a dead child held go back to their queues now, not after
+        # the visibility timeout; then it is doing nothing (its restarted
+        # successor reuses the name, and the key would outlive it)
+        requeue_held(app, hostname)
+        bookkeeping.delete(current_task_key(hostname))
+
+    supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit, on_death=on_death)
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))

@@ -1,0 +1,63 @@
+"""Putting a dead worker's messages back on their queues at once.
+
+With late acknowledgement a task's message stays in kombu's ``unacked`` hash
+until the task ends; if its worker process dies, Redis only hands it out again
+after the visibility timeout (two hours by default) — a crashed GPU worker
+would stall its images that long. The supervisor (``retouch worker``) sees a
+child die at once, and the child left in Redis the id of the task it was
+running (``current``) and of the last one it ran (``last``, whose
+acknowledgement may not have been sent yet). :func:`requeue_held` finds those
+messages among the unacknowledged ones and restores them with kombu's own
+restore (the message is flagged ``redelivered`` and goes to the head of its
+queue); one already acknowledged is simply not there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from celery import Celery
+
+from orchestration.jobs import current_task_key, last_task_key
+
+log = logging.getLogger(__name__)
+
+
+def held_task_ids(client, hostname: str) -> list[str]:
+    """The ids of the tasks a worker process was running or had just run."""
+    ids = []
+    current = client.get(current_task_key(hostname))
+    if current:
+        try:
+            ids.append(json.loads(current)["id"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    last = client.get(last_task_key(hostname))
+    if last:
+        ids.append(last.decode())
+    return list(dict.fromkeys(ids))
+
+
+def requeue_held(app: Celery, hostname: str) -> list[str]:
+    """Restore to their queues the unacknowledged messages of the tasks the
+    dead worker process ``hostname`` held; returns their task ids."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        client = channel.client
+        ids = set(held_task_ids(client, hostname))
+        if not ids:
+            return []
+        tags = {}
+        for tag, raw in client.hscan_iter(channel.unacked_key):
+            try:
+                message = json.loads(raw)[0]
+                task_id = message["headers"]["id"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue
+            if task_id in ids:
+                tags[tag.decode() if isinstance(tag, bytes) else tag] = task_id
+        for tag, task_id in tags.items():
+            channel.qos.restore_by_tag(tag, leftmost=True)
+            log.warning("worker %s died holding task %s: put back on its queue now", hostname, task_id)
+        return sorted(tags.values())
