@@ -226,7 +226,8 @@ def status(store: JobStore, job: str) -> JobStatus:
     """Raises UnknownJob if the job is unknown."""
     meta = store.meta(job)
     if not meta:
-        raise UnknownJob(f"unknown job {job!r}")
+        raise UnknownJob(f"unknown job {job!r}: Redis holds no state for it (a wrong id, a job finished over "
+                         "7 days ago, or a Redis that lost its data on a restart: run Redis with persistence)")
     c = store.counts(job)
     total, running = c.get("total", 0), max(0, c.get("running", 0))
     done, failed, skipped = c.get("ok", 0), c.get("failed", 0), c.get("skipped", 0)
