@@ -47,6 +47,8 @@ BEYOND_DELTA_E = 10.0      # ... accepting parts that show the line's overlay co
 THIN_FACTOR = 1.3          # ... as parts no thicker than this many times the line's thickest strokes
 SEGMENT_HEIGHT = 32.0      # taller lines are segmented at this height and enlarged back
 EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the detector left out
+SECOND_LINE_SPAN = 0.6     # a second colour spanning this share of the line's length ...
+SECOND_LINE_DENSITY = 20.0  # ... this many times denser inside the line than around it is text too
 ADJACENT = 0.5      # share of a second colour's pixels next to the main colour's, to count as overlay
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 
@@ -373,7 +375,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         density = members.sum() / line_px
         if density < 3.0 * around / ring_px:
             continue  # as common around the line as in it: the photo, not an overlay
-        accepted.append((k, members))
+        accepted.append((k, members, density / max(around / ring_px, 1e-6)))
     if accepted:
         # the line's main colour, and the others only where they hug it (an
         # outline, a shadow, a second line across it); scattered ones are texture
@@ -404,8 +406,12 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
             similar = int((np.linalg.norm(ring_all - centre, axis=1) < 12.0).sum()) if ring_all.size else 0
             return members.sum() / line_px < 1.5 * similar / ring_px
 
+        # ... or where they run along the line as a caption of their own would (a
+        # second line the detector merged with the first, an overlapping one),
+        # much denser inside than around it
         accepted = [a for a in accepted
-                    if a is main or (near_main[a[1]].mean() >= ADJACENT and not plain_around(a[1]))]
+                    if a is main or (near_main[a[1]].mean() >= ADJACENT and not plain_around(a[1]))
+                    or (span(a[1]) >= SECOND_LINE_SPAN and a[2] >= SECOND_LINE_DENSITY)]
     joint = None
     if accepted:
         # one semi-transparent colour looks different over every background, so
@@ -415,7 +421,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         if alpha < 1.0:
             joint = (colour, alpha, rmse, together)
     main_fit = 0 if joint or not accepted else next(i for i, a in enumerate(accepted) if a is main)
-    for k, members in ([(-1, joint[3])] if joint else accepted):
+    for k, members, *_ in ([(-1, joint[3])] if joint else accepted):
         colour, alpha, rmse = joint[:3] if joint else _fit_blend(*_surest(obs, bgs, dev[cand], members))
         fits.append((colour, alpha, rmse, int(members.sum())))
         full = alpha * colour[None, None, :] + (1.0 - alpha) * bg  # this overlay at full coverage
