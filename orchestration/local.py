@@ -116,10 +116,8 @@ def search(paths: Iterable[str | Path], exclude: Path | None = None) -> Search:
     exclude = exclude.resolve() if exclude else None
     for raw in paths:
         path = Path(raw)
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            found.failed.append(Outcome(path, "failed", error=f"{path}: {_unreadable(path, exc)}"))
+        st = _stat(path, found)
+        if st is None:
             continue
         if stat.S_ISDIR(st.st_mode):
             _walk(path, path, exclude, found, frozenset({(st.st_dev, st.st_ino)}))
@@ -135,6 +133,16 @@ def discover(paths: Iterable[str | Path], exclude: Path | None = None) -> list[t
     return search(paths, exclude).files
 
 
+def _stat(path: Path, found: Search) -> os.stat_result | None:
+    """``os.stat`` (links followed); a path that cannot be read is recorded as
+    failed with its cause and gives None."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        found.failed.append(Outcome(path, "failed", error=f"{path}: {_unreadable(path, exc)}"))
+        return None
+
+
 def _walk(folder: Path, root: Path, exclude: Path | None, found: Search, ancestors: frozenset) -> None:
     try:
         with os.scandir(folder) as it:
@@ -146,10 +154,8 @@ def _walk(folder: Path, root: Path, exclude: Path | None, found: Search, ancesto
         if entry.name.startswith("."):
             continue
         path = Path(entry.path)
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            found.failed.append(Outcome(path, "failed", error=f"{path}: {_unreadable(path, exc)}"))
+        st = _stat(path, found)
+        if st is None:
             continue
         if stat.S_ISDIR(st.st_mode):
             if (st.st_dev, st.st_ino) in ancestors:

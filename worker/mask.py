@@ -415,8 +415,8 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     joint = None
     if accepted:
         # one semi-transparent colour looks different over every background, so
-        # clustering by observed colour splits it: try all the clusters as one blend
-        together = np.ones(len(obs), bool)  # every pixel that moved, whatever colour it now shows
+        # clustering by observed colour splits it: try the kept clusters as one blend
+        together = np.any([members for _, members, *_ in accepted], axis=0)
         colour, alpha, rmse = _fit_blend(*_surest(obs, bgs, dev[cand], together))
         if alpha < 1.0:
             joint = (colour, alpha, rmse, together)
