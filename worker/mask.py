@@ -73,7 +73,8 @@ class MaskResult:
     region; ``core``: bool HxW strokes + dilation; ``regions``: bool HxW text
     lines; ``boxes``: [x, y, w, h] per region; ``strokes``: bool HxW;
     ``overlay``: float32 HxWx4 overlay estimate (colour, alpha) or None;
-    ``lines``: what was found per line."""
+    ``lines``: what was found per line; ``rejected``: regions read back as not
+    text (box, reading, score)."""
 
     soft: np.ndarray
     binary: np.ndarray
@@ -83,6 +84,7 @@ class MaskResult:
     strokes: np.ndarray | None = None
     overlay: np.ndarray | None = None
     lines: list[LineFit] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -532,10 +534,23 @@ def _segment_reduced(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, co
     return prob, overlay, fit
 
 
-def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams) -> MaskResult:
+def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, reader=None) -> MaskResult:
     """The stroke-following mask and overlay estimate for a confidence map (see
-    the module docstring)."""
+    the module docstring).
+
+    ``reader`` (``verdicts(rgb, regions) -> [(is_text, reading dict)]``, as
+    :class:`worker.detect.recognize.LineReader`; None keeps every region) reads
+    each region back; regions that do not read as text (a cat's eye: one
+    uncertain letter) are dropped and listed in ``result.rejected``."""
     union, boxes, regions = text_regions(confidence, params)
+    rejected = []
+    if reader is not None and regions:
+        verdicts = reader.verdicts(rgb, regions)
+        kept = [ok for ok, _ in verdicts]
+        rejected = [{"box": b, **reading} for b, (ok, reading) in zip(boxes, verdicts) if not ok]
+        boxes = [b for b, k in zip(boxes, kept) if k]
+        regions = [g for g, k in zip(regions, kept) if k]
+        union = np.logical_or.reduce(regions) if regions else np.zeros(confidence.shape, bool)
     prob = np.zeros(confidence.shape, np.float32)
     overlay = np.zeros(confidence.shape + (4,), np.float32)
     lines = []
@@ -557,6 +572,7 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams) -> M
     overlay *= result.core[..., None]
     result.overlay = overlay
     result.lines = lines
+    result.rejected = rejected
     return result
 
 
@@ -696,6 +712,7 @@ def mask_stats(confidence: np.ndarray, result: MaskResult) -> dict:
         "boxes": result.boxes,
         "stroke_width": round(width, 2),
         "lines": [line.to_dict() for line in result.lines],
+        "rejected": result.rejected,
     }
 
 

@@ -10,17 +10,18 @@ ones are tiled with overlap so memory stays bounded.
 from __future__ import annotations
 
 import logging
-from importlib.util import find_spec
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from worker.errors import RetouchError
+from worker.detect.onnx import ModelNotFoundError, onnx_providers, onnx_session, shipped_model_path
+from worker.detect.recognize import LineReader
+
+__all__ = ["LineReader", "ModelNotFoundError", "TextDetector", "onnx_providers", "shipped_model_path"]
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "ch_PP-OCRv4_det_infer.onnx"
 # DBNet's preprocessing as trained (PaddleOCR): BGR, (x/255 - 0.5) / 0.5
 _MEAN = 0.5
 _STD = 0.5
@@ -30,58 +31,23 @@ _STRIDE = 32
 SINGLE_PASS_PIXELS = 2048 * 2048
 
 
-class ModelNotFoundError(RetouchError):
-    """The detector's ONNX file is missing from the installed packages."""
-
-
-def shipped_model_path() -> Path:
-    """Path of the PP-OCRv4 detection model inside rapidocr-onnxruntime."""
-    spec = find_spec("rapidocr_onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError("rapidocr-onnxruntime is not installed; it carries the text-detection model")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
-    if not path.is_file():
-        raise ModelNotFoundError(f"{path}: text-detection model missing from rapidocr-onnxruntime")
-    return path
-
-
-def onnx_providers(device: str) -> list[str]:
-    """CUDA when asked for (or ``auto`` and present), else CPU."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        log.warning("device %s requested but onnxruntime has no CUDA provider; detecting on CPU", device)
-    return ["CPUExecutionProvider"]
-
-
 class TextDetector:
     """DBNet text probability maps.
 
     ``min_side``: short side the image is enlarged to before detection;
     ``single_pass_pixels``: the largest enlarged image run in one pass;
-    ``tile``: tile edge in model pixels (multiple of 32) beyond it; ``overlap``: tile overlap.
+    ``tile``: tile edge in model pixels (multiple of 32) beyond it; ``overlap``: tile overlap;
+    ``verify``: read each found line back (``reader``, PP-OCRv4's recogniser) so that
+    regions that are not text (eyes, highlights) are not masked.
     """
 
     name = "ppocrv4-det"
 
     def __init__(self, model_path: str | Path | None = None, device: str = "auto",
                  min_side: int = 736, max_scale: float = 4.0, tile: int = 1024, overlap: int = 128,
-                 threads: int = 0, single_pass_pixels: int = SINGLE_PASS_PIXELS):
-        import onnxruntime as ort
-
+                 threads: int = 0, single_pass_pixels: int = SINGLE_PASS_PIXELS, verify: bool = True):
         self.model_path = Path(model_path) if model_path else shipped_model_path()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        device_id = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-        providers = onnx_providers(device)
-        provider_options = [{"device_id": device_id} if p == "CUDAExecutionProvider" else {} for p in providers]
-        self.session = ort.InferenceSession(str(self.model_path), options, providers=providers,
-                                            provider_options=provider_options)
+        self.session = onnx_session(self.model_path, device, threads)
         self.providers = self.session.get_providers()
         self.device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
         self.input_name = self.session.get_inputs()[0].name
@@ -90,6 +56,7 @@ class TextDetector:
         self.tile = tile - tile % _STRIDE
         self.overlap = overlap
         self.single_pass_pixels = single_pass_pixels
+        self.reader = LineReader(device, threads) if verify else None
 
     def confidence(self, rgb: np.ndarray) -> np.ndarray:
         """Per-pixel text probability, float32 HxW in [0, 1], for float32 HxWx3 RGB."""
