@@ -58,7 +58,7 @@ class MaskParams:
     type: str = "soft"          # "soft" | "binary"
     sigma: float = 4.0          # feathering, px
     threshold: float = 0.3      # on the detector's probability
-    dilate: int = 2             # px around strokes
+    dilate: int = 1             # px around strokes
     unclip_ratio: float = 1.6   # DBNet's kernel -> text line growth
     min_region_area: int = 6    # px of kernel; smaller blobs are noise
     stroke_margin: float = 0.15 # stroke probability needed to count as text

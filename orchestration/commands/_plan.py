@@ -14,7 +14,7 @@ def add_plan_arguments(p) -> None:
     p.add_argument("--mask-type", choices=["soft", "binary"], default="soft", help="soft (feathered) or binary mask")
     p.add_argument("--mask-sigma", type=float, default=4.0, help="feathering sigma in px (default 4)")
     p.add_argument("--mask-threshold", type=float, default=0.3, help="detector probability threshold (default 0.3)")
-    p.add_argument("--mask-dilate", type=int, default=2, help="px added around strokes (default 2)")
+    p.add_argument("--mask-dilate", type=int, default=1, help="px added around strokes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
     p.add_argument("--inpaint", default="auto",
                    help="auto or a variant: telea, ns, patchmatch, or a diffusion/LaMa model added to the store "

@@ -28,7 +28,7 @@ class Plan(BaseModel):
     mask_type: Literal["soft", "binary"] = "soft"
     mask_sigma: float = 4.0
     mask_threshold: float = 0.3
-    mask_dilate: int = 2
+    mask_dilate: int = 1
     seed: int = 0
     inpaint: str = "auto"
     upscale: str = "auto"
