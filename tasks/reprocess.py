@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 
 from orchestration.jobs import JobStore
-from orchestration.revisions import Output, check_because, matches, scan
+from orchestration.revisions import Output, by_cause, check_because, matches, scan
 from orchestration.storage import Storage, StorageError, parse_url
 from tasks.canvas import submit
 from worker.pipeline.plan import Plan
@@ -32,6 +32,7 @@ class Reprocessed:
     scanned: int                           # outputs found under the output prefix
     stale: int                             # of which stale
     jobs: list[str] = field(default_factory=list)
+    causes: dict[str, int] = field(default_factory=dict)   # stale outputs by their exact causes
 
 
 def unversioned_refusal(bucket: str) -> str:
@@ -56,7 +57,8 @@ def reprocess(app: Celery | None, storage: Storage, store: JobStore | None, src_
     stale = sum(o.stale for o in outputs)
     chosen = [o for o in outputs if matches(o, because)] if (only_stale or because) else list(outputs)
     chosen = [o for o in chosen if "input-gone" not in o.causes][:limit]
-    done = Reprocessed(chosen, len(outputs), stale)
+    done = Reprocessed(chosen, len(outputs), stale,
+                       causes={cause: len(group) for cause, group in by_cause(outputs).items()})
     if dry_run or not chosen:
         return done
     groups: dict[str, list[Output]] = {}

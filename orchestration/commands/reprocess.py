@@ -23,6 +23,12 @@ previous and new fingerprint."""
 def register(sub) -> None:
     p = sub.add_parser("reprocess", help="redo stale outputs (new S3 versions); prints the job id(s)",
                        description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p) -> None:
+    """The flags of `retouch reprocess` (also parsed by `retouch schedule add ... -- reprocess ...`)."""
     p.add_argument("source", metavar="s3://IN", help="input prefix the outputs were made from")
     p.add_argument("--out", required=True, metavar="s3://OUT", help="output prefix")
     p.add_argument("--only-stale", action="store_true", help="only outputs that are stale (see status --stale)")
@@ -33,7 +39,6 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="allow an output bucket without versioning (the previous revision is lost)")
     p.add_argument("--wait", action="store_true", help="wait for the job(s) to finish")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
