@@ -169,3 +169,63 @@ def test_reprocess_refuses_an_unversioned_bucket(cluster_env, bucket):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.count("\n") == 1 and "has no object versioning" in refused.stderr
     assert "--overwrite" in refused.stderr
+
+
+def test_worker_killed_during_reprocess_leaves_one_new_version_each(cluster_env, bucket, s3, start_workers,
+                                                                    archive_photos, tmp_path):
+    """SIGKILL the worker in the middle of a reprocess's upscale: the task is
+    delivered again, and each image still gets exactly one new version (a
+    repeated write of the same revision finds it on top and writes nothing)."""
+    import signal
+    import time
+
+    import redis
+
+    from orchestration.settings import Settings
+    from orchestration.storage import Storage
+
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    env = {**cluster_env, "RETOUCH_MODEL_DIR": str(tmp_path / "store"), "RETOUCH_SIMULATE_GPUS": "1"}
+    v1, v2 = _models(tmp_path)
+    retouch("models", "add", str(v1), "--licence", "test", env=env)
+    photos = archive_photos(6, seed=41)        # 256 px, upscaled x4: about a second each here
+    _upload(s3, bucket, "in", photos)
+    workers = start_workers(env, "--gpus", "0", "--cpu-concurrency", "1")
+    workers.wait_ready(["gpu.0", "cpu"], env["RETOUCH_REDIS_URL"])
+    job = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--ops", "upscale", "--upscale",
+                  "tiny-up", env=env).stdout.strip()
+    assert "6 done, 0 failed" in wait_job(env, job, timeout=240)
+    outputs = _outputs(s3, bucket, "out")
+    retouch("models", "add", str(v2), "--licence", "test", "--replace", env=env)
+
+    r = redis.Redis.from_url(env["RETOUCH_REDIS_URL"])
+    victim = workers.child("gpu.0")
+    job = retouch("reprocess", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--only-stale",
+                  env=env).stdout.strip()
+    deadline, killed = time.monotonic() + 120, None
+    while killed is None and time.monotonic() < deadline:
+        for key in r.scan_iter("retouch:worker:gpu0.*:current"):
+            current = json.loads(r.get(key) or "{}")
+            if current.get("task") == "upscale" and current.get("job") == job:
+                victim.send_signal(signal.SIGKILL)
+                killed = current
+                break
+        time.sleep(0.02)
+    assert killed, "the reprocess's upscale task was never seen running"
+    assert "6 done, 0 failed" in wait_job(env, job, timeout=240)
+    assert workers.child("gpu.0").pid != victim.pid
+    assert max(int(r.get(k)) for k in r.scan_iter("retouch:delivery:*")) >= 2   # delivered again
+    for key in outputs:
+        assert len(_versions(s3, bucket, key)) == 2, key           # exactly one new version each
+        assert len(_versions(s3, bucket, key + ".json")) == 2, key
+    writes = {k.decode(): int(v) for k, v in r.hgetall(f"retouch:job:{job}:writes").items()}
+    assert writes == {f"in/{n}": 1 for n in photos}
+
+    # the same revision written again (a redelivered finish) never makes a version
+    settings = Settings(_env_file=None, s3_endpoint_url=env["RETOUCH_S3_ENDPOINT_URL"],
+                        s3_access_key_id=env["AWS_ACCESS_KEY_ID"], s3_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    storage = Storage.from_settings(settings)
+    key = outputs[0]
+    meta = storage.head(bucket, key)
+    assert not storage.put_revision(bucket, key, b"other bytes", {}, "image/jpeg", meta["retouch-revision"])
+    assert len(_versions(s3, bucket, key)) == 2

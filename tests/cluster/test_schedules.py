@@ -114,6 +114,20 @@ def test_schedule_fires_once_per_turn_with_two_beats(cluster_env, bucket, s3, st
                 beat.terminate()
                 beat.wait(timeout=30)
 
+    # a rollback makes that output stale again; the next turn redoes it alone, and the metrics count it
+    key = outputs[0]
+    rows = json.loads(retouch("history", f"s3://{bucket}/{key}", "--json", env=env).stdout)
+    retouch("rollback", f"s3://{bucket}/{key}", "--to", rows[-1]["version"], env=env)
+    Celery(broker=env["RETOUCH_REDIS_URL"]).send_task("retouch.scheduled", args=["often"], queue="cpu")
+    turn = _wait("a turn that redoes the rolled-back output",
+                 lambda: next((x for x in runs(r, "often") if x.get("selected")), None) if
+                 runs(r, "often")[0].get("selected") else None, 60)
+    assert turn["selected"] == 1 and turn["stale"] == 1 and len(turn["jobs"]) == 1
+    metrics = _metrics(metrics_port)
+    assert metrics['retouch_stale_outputs{cause="model:tiny-up",schedule="often"}'] == 1
+    assert "1 done, 0 failed" in wait_job(env, turn["jobs"][0], timeout=120)
+    assert [len(_versions(s3, bucket, k)) for k in outputs] == [4, 2, 2]   # v1, v2, rollback, redone
+
     listing = retouch("schedule", "list", env=env).stdout
     assert "often: every 3s: retouch reprocess" in listing and "last run:" in listing and " ok" in listing
     metrics = _metrics(metrics_port)
