@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import time
 
@@ -87,7 +88,6 @@ def run(args) -> int:
         return 0
     defs, last = definitions(client), last_runs(client)
     if args.json:
-        import json
 
         print(json.dumps([{**d, "last_run": last.get(n)} for n, d in defs.items()], indent=2))
         return 0

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import redis
 
+from orchestration.commands._stale import report
 from orchestration.jobs import JobStore, status
 from orchestration.settings import load_settings
 
@@ -27,8 +28,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     if args.job.startswith("s3://") or args.stale:
-        from orchestration.commands._stale import report
-
         return report(args)
     store = JobStore(redis.Redis.from_url(load_settings().redis_url))
     st = status(store, args.job)
