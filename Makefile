@@ -54,5 +54,9 @@ test: install system-deps models
 bench: models
 	$(BIN)/retouch bench
 
+# The revisions walk-through (README, "Revisions") on its own servers, with its figures.
+revisions-demo: models
+	$(BIN)/retouch bench revisions
+
 clean:
 	rm -rf out report .pytest_cache

@@ -88,7 +88,6 @@ def run(args) -> int:
         return 0
     defs, last = definitions(client), last_runs(client)
     if args.json:
-
         print(json.dumps([{**d, "last_run": last.get(n)} for n, d in defs.items()], indent=2))
         return 0
     if not defs:
