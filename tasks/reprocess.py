@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from orchestration.jobs import JobStore
+from orchestration.jobs import JobStore, output_key
 from orchestration.revisions import Output, by_cause, check_because, matches, scan
 from orchestration.storage import Storage, StorageError, parse_url
 from tasks.canvas import submit
@@ -33,6 +33,19 @@ class Reprocessed:
     stale: int                             # of which stale
     jobs: list[str] = field(default_factory=list)
     causes: dict[str, int] = field(default_factory=dict)   # stale outputs by their exact causes
+
+
+def _maps(src, out, o: Output) -> bool:
+    """Whether a job from ``src`` to ``out`` writes this output's key (it was
+    made by a submit whose prefixes map the same way): others are left alone."""
+    try:
+        same = output_key(src, out, parse_url(o.input).prefix, (o.record.get("plan") or {}).get("format")) == o.key
+    except (StorageError, ValueError):
+        same = False
+    if not same:
+        log.warning("reprocess: %s was not made from %s into %s the way this job would write it; left alone",
+                    o.key, src, out)
+    return same
 
 
 def unversioned_refusal(bucket: str) -> str:
@@ -53,7 +66,7 @@ def reprocess(app: Celery | None, storage: Storage, store: JobStore | None, src_
         raise StorageError(f"--limit must be at least 1 but is {limit}")
     if not overwrite and not storage.versioned(out.bucket):
         raise StorageError(unversioned_refusal(out.bucket))
-    outputs = scan(storage, str(out), model_dir, str(src))
+    outputs = [o for o in scan(storage, str(out), model_dir, str(src)) if _maps(src, out, o)]
     stale = sum(o.stale for o in outputs)
     chosen = [o for o in outputs if matches(o, because)] if (only_stale or because) else list(outputs)
     chosen = [o for o in chosen if "input-gone" not in o.causes][:limit]

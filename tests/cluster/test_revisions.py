@@ -118,6 +118,14 @@ def test_replace_model_stale_reprocess_history_rollback(cluster_env, bucket, s3,
                   env=env)
     assert sorted(line.split()[0] for line in dry.stdout.splitlines()) == [f"s3://{bucket}/in/a/{n}" for n in learned]
     assert all(len(_versions(s3, bucket, k)) == 1 for k in outputs)
+    limited = retouch("reprocess", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--because", "model=tiny-up",
+                      "--limit", "2", "--dry-run", env=env).stdout.splitlines()
+    assert len(limited) == 2 and all("model=tiny-up" in line for line in limited)
+    assert retouch("reprocess", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--because", "code=upscale",
+                   "--dry-run", env=env).stdout == ""
+    bad = retouch("reprocess", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--because", "weights",
+                  "--dry-run", env=env, check=False)
+    assert bad.returncode == 2 and "--because 'weights'" in bad.stderr and "Traceback" not in bad.stderr
 
     previous = {f"out/a/{n}": json.loads(s3.get_object(Bucket=bucket, Key=f"out/a/{n}.json")["Body"].read())
                 ["lineage"]["fingerprint"] for n in learned}
