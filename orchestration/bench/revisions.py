@@ -1,4 +1,4 @@
-"""The revisions walk-through, end to end, with its figures: N images, a model replaced, stale, reprocess, rollback, a schedule under two beats.
+"""The revisions walk-through with its figures: a model replaced, stale, reprocess, rollback, schedules.
 
 What a new user does, each step a real ``retouch`` command against its own
 redis-server, ``weed mini`` (a versioned bucket) and ``retouch worker --cpu``:
@@ -151,7 +151,8 @@ def run(args) -> int:
         time.sleep(window)
         turns = sorted(x["time"] for x in runs(r, "demo"))
         gaps = [b - a for a, b in zip(turns, turns[1:])]
-        figures["schedule"] = {"period_s": args.period, "turns": len(turns), "elapsed_s": round(time.time() - started, 1),
+        figures["schedule"] = {"period_s": args.period, "turns": len(turns),
+                               "elapsed_s": round(time.time() - started, 1),
                                "min_gap_s": round(min(gaps), 2) if gaps else None,
                                "results": sorted({x["result"] for x in runs(r, "demo")}),
                                "versions_of_rolled_back": len(storage.versions(bucket, key))}
