@@ -196,7 +196,8 @@ def metrics_source(client):
     def source() -> dict[str, dict]:
         defs, last = definitions(client), last_runs(client)
         stale = {k.decode(): json.loads(v) for k, v in client.hgetall(STALE).items()}
-        return {name: {"period": d.get("period"), "created": d.get("created"), "last_time": (last.get(name) or {}).get("time"),
+        return {name: {"period": d.get("period"), "created": d.get("created"),
+                       "last_time": (last.get(name) or {}).get("time"),
                        "last_result": (last.get(name) or {}).get("result"), "stale": stale.get(name, {})}
                 for name, d in defs.items()}
     return source
