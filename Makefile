@@ -10,7 +10,7 @@ MODELS ?= $(CACHE)/models
 export RETOUCH_MODEL_DIR ?= $(MODELS)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps models demo test bench clean
+.PHONY: install system-deps models demo test bench revisions-demo clean
 
 # Something other than a venv at its path (a file, a link, a venv without its
 # python) is removed first: `venv` refuses to create over a file or a link.
@@ -53,6 +53,10 @@ test: install system-deps models
 
 bench: models
 	$(BIN)/retouch bench
+
+# The revisions walk-through (README, "Revisions") on its own servers, with its figures.
+revisions-demo: models
+	$(BIN)/retouch bench revisions
 
 clean:
 	rm -rf out report .pytest_cache

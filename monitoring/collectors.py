@@ -168,6 +168,52 @@ class JobProgressCollector:
         yield g
 
 
+class ScheduleCollector:
+    """Per schedule (``retouch schedule``): ``retouch_schedule_period_seconds``,
+    ``retouch_schedule_last_run_timestamp_seconds``, ``retouch_schedule_last_run_result``
+    (1 for the last run's result, ok / skipped / failed, 0 for the others) and
+    ``retouch_stale_outputs{schedule, cause}`` as its last run counted them
+    (``cause``: ``model:NAME``, ``code:STAGE``, ``input``, ``plan``, several joined
+    by ``+``), plus ``retouch_schedule_created_timestamp_seconds``. ``source()``
+    returns ``{name: {period, created, last_time, last_result, stale}}``."""
+
+    RESULTS = ("ok", "skipped", "failed")
+
+    def __init__(self, source: Callable[[], dict[str, dict]]):
+        self.source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            schedules = self.source()
+        except Exception as exc:
+            log.warning("schedules: %s", exc)
+            return
+        period = GaugeMetricFamily("retouch_schedule_period_seconds", "Seconds between a schedule's turns",
+                                   labels=["schedule"])
+        last = GaugeMetricFamily("retouch_schedule_last_run_timestamp_seconds",
+                                 "Unix time of a schedule's last run (its turn ran, skipped or failed)",
+                                 labels=["schedule"])
+        created = GaugeMetricFamily("retouch_schedule_created_timestamp_seconds",
+                                    "Unix time a schedule was added (a schedule that never ran is overdue from it)",
+                                    labels=["schedule"])
+        result = GaugeMetricFamily("retouch_schedule_last_run_result", "1 for the result of a schedule's last run",
+                                   labels=["schedule", "result"])
+        stale = GaugeMetricFamily("retouch_stale_outputs", "Stale outputs by cause, as a schedule's last run found "
+                                  "them", labels=["schedule", "cause"])
+        for name, s in schedules.items():
+            if s.get("period"):
+                period.add_metric([name], float(s["period"]))
+            if s.get("created"):
+                created.add_metric([name], float(s["created"]))
+            if s.get("last_time"):
+                last.add_metric([name], float(s["last_time"]))
+                for r in self.RESULTS:
+                    result.add_metric([name, r], 1.0 if s.get("last_result") == r else 0.0)
+            for cause, n in (s.get("stale") or {}).items():
+                stale.add_metric([name, cause.replace("=", ":").replace(",", "+")], float(n))
+        yield from (period, created, last, result, stale)
+
+
 def _redact(url: str) -> str:
     """A broker URL without its password, for logs."""
     from urllib.parse import urlsplit, urlunsplit

@@ -30,7 +30,8 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values, write_to_textfile
 from prometheus_client import multiprocess as _mp
 
-from monitoring.collectors import JobProgressCollector, QueueDepthCollector, WorkerCollector, gpu_memory
+from monitoring.collectors import (JobProgressCollector, QueueDepthCollector, ScheduleCollector, WorkerCollector,
+                                   gpu_memory)
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ def mark_process_dead(pid: int) -> None:
 
 def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | None = None,
                          queues: list[str] | None = None, *, registry: CollectorRegistry | None = None,
-                         transport_options: dict | None = None, jobs=None):
+                         transport_options: dict | None = None, jobs=None, schedules=None):
     """Serve ``/metrics`` on ``addr:port`` (port 0 picks a free port: read
     ``server.server_port``) from a daemon thread; returns the WSGI server
     (``server.shutdown()`` stops it).
@@ -268,7 +269,8 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | No
     worker's live process count. Added live when asked: queue depth per queue (ready + reserved/unacked, when
     ``redis_url`` and ``queues`` are given; ``transport_options`` as in Celery's
     ``broker_transport_options``), and per-job progress for active jobs when
-    ``jobs`` (a callable returning ``{job: {status: count}}``) is given."""
+    ``jobs`` (a callable returning ``{job: {status: count}}``) is given, and the
+    schedules' last runs and stale outputs when ``schedules`` is (``ScheduleCollector``)."""
     from prometheus_client import start_http_server
 
     if registry is None:  # a worker host
@@ -284,6 +286,8 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1", redis_url: str | No
         registry.register(QueueDepthCollector(redis_url, queues, transport_options))
     if jobs is not None:
         registry.register(JobProgressCollector(jobs))
+    if schedules is not None:
+        registry.register(ScheduleCollector(schedules))
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     log.info("metrics on http://%s:%d/metrics", addr, server.server_port)
     return server

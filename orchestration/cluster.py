@@ -312,15 +312,15 @@ def _write_pid(state_dir: Path, name: str, pid: int) -> None:
 
 def cluster_up(state_dir: Path, redis_port: int = 6379, s3_port: int = 8333, access_key: str | None = None,
                secret_key: str | None = None, worker: bool = True, env: dict | None = None) -> dict:
-    """Start redis-server, weed mini (S3) and one ``retouch worker --cpu``,
-    all on 127.0.0.1; pid files and logs go to ``state_dir``. Writes
+    """Start redis-server, weed mini (S3), one ``retouch worker --cpu`` and
+    one ``retouch beat`` (scheduled reprocessing), all on 127.0.0.1; pid files and logs go to ``state_dir``. Writes
     ``state_dir/cluster.env`` (mode 0600: it holds the S3 credentials) with
     the RETOUCH_* settings that reach this cluster. Returns the endpoints.
     Raises ClusterError if it is already up or a server does not start."""
     import secrets
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    running = [n for n in ("redis", "s3", "worker") if _pid_alive(state_dir, n)]
+    running = [n for n in ("redis", "s3", "worker", "beat") if _pid_alive(state_dir, n)]
     if running:
         raise ClusterError(f"cluster already up in {state_dir} ({', '.join(running)}); run `retouch cluster down`")
     access_key = access_key or "retouch" + secrets.token_hex(4)
@@ -351,6 +351,12 @@ def cluster_up(state_dir: Path, redis_port: int = 6379, s3_port: int = 8333, acc
                                 stdout=log_file.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         _write_pid(state_dir, "worker", proc.pid)
         endpoints["worker_pid"] = proc.pid
+        beat_log = state_dir / "beat.log"
+        beat = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "beat"],
+                                env={**(env if env is not None else os.environ), **settings_env},
+                                stdout=beat_log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _write_pid(state_dir, "beat", beat.pid)
+        endpoints["beat_pid"] = beat.pid
     return endpoints
 
 
@@ -366,7 +372,7 @@ def cluster_down(state_dir: Path, timeout: float = 30.0) -> list[str]:
     """Stop what ``cluster_up`` started (worker first, so it finishes its
     task while the servers are still there). Returns the names stopped."""
     stopped = []
-    for name in ("worker", "s3", "redis"):
+    for name in ("beat", "worker", "s3", "redis"):
         pid_file = state_dir / f"{name}.pid"
         if not pid_file.exists():
             continue

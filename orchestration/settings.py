@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, description="deliveries of one task (worker lost mid-task) before its image fails")
     task_max_retries: int = Field(5, description="retries of a task on transient storage/broker errors")
     batch_size: int = Field(100, description="images per chord batch when submitting a job")
+    beat_lock_timeout: int = Field(30, description="seconds a standby `retouch beat` waits after the active one "
+                                                   "dies before it takes over the schedule (redbeat's lock)")
     gpu_queues: int = Field(0, description="gpu.<i> queues to spread heavy stages over when no worker announced "
                                            "(0: everything on the cpu queue)")
     simulate_gpus: bool = Field(False, description="`retouch worker --gpus` runs the per-GPU workers on the CPU "

@@ -241,10 +241,75 @@ class Storage:
                 raise
         raise StorageError(f"s3://{bucket}/{key}: conditional write kept conflicting")  # pragma: no cover
 
+    @staticmethod
+    def json_bytes(payload) -> bytes:
+        return json.dumps(payload, indent=2, default=_json_default).encode()
+
     def put_json(self, bucket: str, key: str, payload, metadata: dict[str, str] | None = None,
                  overwrite: bool = False) -> bool:
-        data = json.dumps(payload, indent=2, default=_json_default).encode()
-        return self.put(bucket, key, data, metadata, "application/json", overwrite)
+        return self.put(bucket, key, self.json_bytes(payload), metadata, "application/json", overwrite)
+
+    # --- revisions (versioned buckets) -----------------------------------------
+
+    def put_revision(self, bucket: str, key: str, data: bytes, metadata: dict[str, str], content_type: str,
+                     revision: str, attempts: int = 8) -> bool:
+        """Write ``data`` as the newest version of ``key`` unless the newest
+        version already is ``revision`` (its ``retouch-revision`` metadata).
+        Compare-and-swap: the write carries ``If-Match`` the version seen (or
+        ``If-None-Match: *`` when there is none), so of two writers of the same
+        revision only one makes a version. Returns True if it wrote."""
+        from botocore.exceptions import ClientError
+
+        validate_key(key)
+        meta = check_metadata({**metadata, "retouch-revision": revision})
+        for attempt in range(attempts):
+            current = self.head(bucket, key)
+            if current is not None and current.get("retouch-revision") == revision:
+                return False
+            cond = {"IfMatch": f'"{current["etag"]}"'} if current is not None else {"IfNoneMatch": "*"}
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta, ContentType=content_type,
+                                       **cond)
+                return True
+            except ClientError as exc:
+                if _code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    raise
+                time.sleep(min(2.0, 0.1 * 2 ** attempt) * (0.5 + random.random()))
+        raise StorageError(f"s3://{bucket}/{key}: another writer kept replacing it; revision {revision} not written")
+
+    def versioned(self, bucket: str) -> bool:
+        """Whether object versioning is enabled on ``bucket``."""
+        return self.client.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
+
+    def versions(self, bucket: str, key: str) -> list[dict]:
+        """Every version of ``key``, newest first: ``VersionId``, ``LastModified``,
+        ``Size``, ``IsLatest`` (delete markers left out)."""
+        validate_key(key)
+        found = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            found += [v for v in page.get("Versions", []) if v["Key"] == key]
+        return found  # S3 lists the versions of a key newest first (dates have one-second resolution)
+
+    def head_version(self, bucket: str, key: str, version: str) -> dict | None:
+        """Like :meth:`head` for one version (None if there is no such version)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            r = self.client.head_object(Bucket=bucket, Key=validate_key(key), VersionId=version)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "400", "InvalidArgument"):
+                return None
+            raise
+        return {**r.get("Metadata", {}), "etag": r.get("ETag", "").strip('"'), "size": r.get("ContentLength", 0),
+                "modified": r.get("LastModified")}
+
+    def copy_version_to_top(self, bucket: str, key: str, version: str) -> str | None:
+        """Copy version ``version`` of ``key`` onto ``key`` (bytes and metadata):
+        a new newest version, the others kept. Returns the new version id."""
+        r = self.client.copy_object(Bucket=bucket, Key=validate_key(key), MetadataDirective="COPY",
+                                    CopySource={"Bucket": bucket, "Key": key, "VersionId": version})
+        return r.get("VersionId")
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

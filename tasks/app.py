@@ -23,7 +23,7 @@ from orchestration.settings import Settings
 log = logging.getLogger(__name__)
 
 CPU_QUEUE = "cpu"
-TASK_MODULES = ["tasks.pipeline"]   # shared tasks: they bind to the app that loads them
+TASK_MODULES = ["tasks.pipeline", "tasks.schedules"]   # shared tasks: they bind to the app that loads them
 
 
 class JobResultBackend(RedisBackend):
@@ -87,6 +87,10 @@ def make_app(settings: Settings) -> Celery:
                     "delivered twice", settings.visibility_timeout, settings.task_time_limit)
     celery = Celery("retouch", include=TASK_MODULES)
     celery.conf.update(config(settings))
+    # celery-redbeat (retouch beat, tasks.schedules): the schedule lives in Redis, and its lock keeps
+    # a second beat from sending the same turn (taken over within redbeat_lock_timeout if the first dies)
+    celery.conf.update(redbeat_redis_url=settings.redis_url, redbeat_key_prefix="redbeat:",
+                       redbeat_lock_timeout=settings.beat_lock_timeout, beat_max_loop_interval=5)
     celery_signals.connect(celery)  # in-flight, retries, redeliveries flagged by kombu
     celery.set_current()
     return celery

@@ -48,9 +48,12 @@ def image_chain(app: Celery, job: ImageJob):
 
 def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url: str, plan: Plan, *,
            batch_size: int = 100, queues: list[str] | None = None, force: bool = False,
-           max_pixels: int = 100_000_000, job: str | None = None) -> Submitted:
-    """Enqueue every image under ``src_url``. Raises StorageError if the
-    prefixes overlap (originals are never overwritten) or a URL is invalid."""
+           max_pixels: int = 100_000_000, job: str | None = None,
+           only: dict[str, str | None] | None = None, revise: bool = False) -> Submitted:
+    """Enqueue every image under ``src_url`` (with ``only``, just those input
+    keys, each mapped to its output's previous fingerprint; with ``revise``,
+    an existing output gets a new version: ``tasks.reprocess``). Raises
+    StorageError if the prefixes overlap (originals are never overwritten) or a URL is invalid."""
     src, out = parse_url(src_url), parse_url(out_url)
     if overlaps(src, out):
         raise StorageError(f"output {out} overlaps input {src}: originals are never overwritten; "
@@ -82,11 +85,14 @@ def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url
         pending = []
 
     for obj in list_images(storage, src):
+        if only is not None and obj["Key"] not in only:
+            continue
         pending.append(ImageJob(
             job=job, bucket=src.bucket, key=obj["Key"], etag=obj["ETag"], out_bucket=out.bucket,
             out_key=output_key(src, out, obj["Key"], plan.format),
             artifact_prefix=artifact_prefix(out, job, src, obj["Key"]), plan=plan, fingerprint=fingerprint,
-            force=force, max_pixels=max_pixels, queue=heavy[n % len(heavy)]))
+            force=force, max_pixels=max_pixels, queue=heavy[n % len(heavy)], revise=revise,
+            previous=only.get(obj["Key"]) if only else None))
         n += 1
         if len(pending) >= batch_size:
             flush()

@@ -33,12 +33,13 @@ from orchestration.storage import is_transient, parse_url, validate_key
 from tasks import artifacts, limits
 from tasks.runtime import Runtime, runtime
 from worker import __version__
-from worker.detect import TextDetector
+from worker.detect import TextDetector, shipped_model_path
 from worker.errors import RetouchError
 from worker.io import MIME, Image, decode, encode, format_name
 from worker.pipeline import graph
 from worker.pipeline.artifacts import ARTIFACTS, IMAGE, PIXELS, Pixels
 from worker.pipeline.job import ImageJob, JobSchemaError
+from worker.pipeline.lineage import BUILTIN, file_digest, lineage, weights_digest
 from worker.pipeline.record import Context, build_record
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def _begin(rt: Runtime, job: ImageJob) -> None:
         validate_key(key)
     JobStore(rt.redis).started(job.job, job.key)
     job.begun = True
-    if job.force:
+    if job.force or job.revise:  # a revision replaces the output with a new version (_write_output)
         return
     meta = rt.storage.head(job.out_bucket, job.out_key)
     if meta is None:
@@ -196,7 +197,18 @@ def _metadata(job: ImageJob, record: dict) -> dict[str, str]:
         models.insert(0, f"detect={TextDetector.name}")
     return {"retouch-fingerprint": job.fingerprint, "retouch-version": __version__,
             "retouch-seed": str(job.plan.seed), "retouch-ops": ",".join(job.plan.ops),
-            "retouch-models": ";".join(models)[:512], "retouch-input-etag": job.etag, "retouch-job": job.job}
+            "retouch-models": ";".join(models)[:512], "retouch-input-etag": job.etag, "retouch-job": job.job,
+            "retouch-revision": record["lineage"]["fingerprint"], "retouch-input-sha256": record["lineage"]["input"]}
+
+
+def _lineage(rt: Runtime, job: ImageJob, record: dict, input_sha256: str) -> dict:
+    """The parts this output is made from (worker.pipeline.lineage): the models
+    the stages chose, with their weights' sha256 in this worker's store."""
+    models = {name: weights_digest(name, rt.settings.model_dir) or BUILTIN
+              for name in set(record.get("variants", {}).values())}
+    if "remove-text" in job.plan.ops:
+        models[TextDetector.name] = file_digest(shipped_model_path())
+    return lineage(input_sha256, job.fingerprint, models, graph.code_versions(job.plan))
 
 
 def _write_output(rt: Runtime, job: ImageJob, original: Image, data: bytes, pixels: Pixels) -> None:
@@ -209,14 +221,28 @@ def _write_output(rt: Runtime, job: ImageJob, original: Image, data: bytes, pixe
     record["output"] = {"url": job.out_url, "sha256": hashlib.sha256(out_bytes).hexdigest(),
                         "width": result.size[0], "height": result.size[1], "format": fmt}
     record["job"] = job.job
-    if rt.storage.put(job.out_bucket, job.out_key, out_bytes, _metadata(job, record),
-                      MIME.get(fmt, "application/octet-stream"), overwrite=job.force):
+    record["lineage"] = _lineage(rt, job, record, record["input"]["sha256"])
+    job.revision = record["lineage"]["fingerprint"]
+    mime = MIME.get(fmt, "application/octet-stream")
+    if job.revise and not job.force:
+        # a new version on a versioned bucket, written once per (output, fingerprint): a redelivered
+        # task finds its revision already on top and writes nothing
+        meta = _metadata(job, record)
+        if rt.storage.put_revision(job.out_bucket, job.out_key, out_bytes, meta, mime, job.revision):
+            JobStore(rt.redis).wrote_output(job.job, job.key)
+        rt.storage.put_revision(job.out_bucket, job.out_key + ".json", rt.storage.json_bytes(record),
+                                {"retouch-fingerprint": job.fingerprint, "retouch-revision": job.revision},
+                                "application/json", job.revision)
+        job.status, job.output, job.record_key = "ok", job.out_url, job.out_key + ".json"
+        return
+    if rt.storage.put(job.out_bucket, job.out_key, out_bytes, _metadata(job, record), mime, overwrite=job.force):
         JobStore(rt.redis).wrote_output(job.job, job.key)
     else:  # already there: a redelivered task wrote it, or another writer did
         meta = rt.storage.head(job.out_bucket, job.out_key) or {}
         if meta.get("retouch-fingerprint") != job.fingerprint or meta.get("retouch-input-etag") != job.etag:
             raise RetouchError(f"output {job.out_url} was written meanwhile with other settings")
-    rt.storage.put_json(job.out_bucket, job.out_key + ".json", record, {"retouch-fingerprint": job.fingerprint},
+    rt.storage.put_json(job.out_bucket, job.out_key + ".json", record,
+                        {"retouch-fingerprint": job.fingerprint, "retouch-revision": job.revision},
                         overwrite=job.force)
     job.status, job.output, job.record_key = "ok", job.out_url, job.out_key + ".json"
 
@@ -256,6 +282,8 @@ def finish(self, message: dict) -> dict:
         "queue": job.queue, "workers": job.workers, "error": job.error,
         "artifacts": {name: out(key) for name, key in artifacts.kept(job).items()},
     }
+    if job.revise:  # a reprocess: which revision this image had, and which it has now
+        line.update(previous_fingerprint=job.previous, fingerprint=job.revision)
     # the batch's part is written from these stored lines, not from the chord's
     # results: a finish delivered twice can make the chord fire one image early.
     # The line agrees with the status that counted: a repeat (an image whose

@@ -11,7 +11,8 @@ from orchestration.cluster import ClusterError, cluster_down, cluster_up
 from orchestration.settings import load_settings
 
 DESCRIPTION = """up: start redis-server, an S3-compatible server (SeaweedFS `weed mini`) and one
-`retouch worker --cpu`, all on 127.0.0.1, and print the endpoints. S3 credentials come
+`retouch worker --cpu` with one `retouch beat` (scheduled reprocessing), all on 127.0.0.1,
+and print the endpoints. S3 credentials come
 from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (generated when unset); the settings that
 reach the cluster are written to <state dir>/cluster.env (mode 0600; `source` it).
 down: stop them. Pid files and logs live in the state dir."""
@@ -24,7 +25,7 @@ def register(sub) -> None:
                                                   "~/.cache/retouch/cluster)")
     p.add_argument("--redis-port", type=int, default=6379, help="Redis port (default 6379; 0 = any free port)")
     p.add_argument("--s3-port", type=int, default=8333, help="S3 port (default 8333; 0 = any free port)")
-    p.add_argument("--no-worker", action="store_true", help="start only the servers")
+    p.add_argument("--no-worker", action="store_true", help="start only the servers (no worker, no beat)")
     p.set_defaults(func=run)
 
 
@@ -44,5 +45,7 @@ def run(args) -> int:
     print(f"s3:    {endpoints['s3']}")
     if "worker_pid" in endpoints:
         print(f"worker: pid {endpoints['worker_pid']} (log {state_dir / 'worker.log'})")
+    if "beat_pid" in endpoints:
+        print(f"beat: pid {endpoints['beat_pid']} (log {state_dir / 'beat.log'}; runs `retouch schedule` entries)")
     print(f"settings: source {endpoints['env_file']}")
     return 0

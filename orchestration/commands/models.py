@@ -32,6 +32,9 @@ def register(sub) -> None:
     add.add_argument("--name", help="variant name (default: the file stem)")
     add.add_argument("--licence", default="unknown", help="licence of the weights (recorded in the manifest)")
     add.add_argument("--source", help="where the weights come from (recorded in the manifest)")
+    add.add_argument("--replace", action="store_true",
+                     help="replace a model of the same name: every output it made turns stale "
+                          "(retouch status s3://OUT --stale --because model=NAME)")
     actions.add_parser("verify", help="check every file against its sha256; exit 1 on any problem")
     p.set_defaults(func=run, action="list", json=False, no_verify=False)
 
@@ -50,20 +53,33 @@ def _status(store, entry: dict, verify: bool) -> str:
     return "ok"
 
 
+def _replaced(before: dict | None, entry: dict) -> None:
+    if before and before.get("sha256") != entry["sha256"]:
+        print(f"replaced {entry['name']} (sha256 {before['sha256'][:12]} -> {entry['sha256'][:12]}): outputs it made "
+              f"are stale; see retouch status s3://OUT --stale --because model={entry['name']}")
+
+
 def run(args) -> int:
     model_dir = load_settings(model_dir=args.model_dir).model_dir
     store = open_store(model_dir)
     if args.action == "add":
         if not args.file.exists():
             raise ModelStoreError(f"{args.file}: no such file or folder")
+        name = args.name or (args.file.name if args.file.is_dir() else args.file.stem)
+        before = store.manifest().get(name)
+        if before and not args.replace:
+            raise ModelStoreError(f"model {name!r} is already in the store (sha256 {before['sha256'][:12]}); "
+                                  "pass --replace to replace it (outputs it made turn stale)")
         if args.file.is_dir() or inpaint_models.kind_of(args.file):
             entry = inpaint_models.add_model(model_dir, args.file, args.name, args.licence, args.source)
             print(f"added {entry['name']}: {entry['family']} inpainting model ({entry['architecture']}), "
                   f"{len(entry.get('files') or [entry])} file(s), sha256 {entry['sha256'][:12]}, {entry['path']}")
+            _replaced(before, entry)
             return 0
         entry = add_model(model_dir, args.file, args.name, args.licence, args.source)
         print(f"added {entry['name']}: {entry['architecture']} x{entry['scale']}, sha256 {entry['sha256'][:12]}, "
               f"{entry['path']}")
+        _replaced(before, entry)
         return 0
     verify = args.action == "verify" or not args.no_verify
     rows = []

@@ -15,6 +15,7 @@ from orchestration.cluster import Supervisor, worker_specs
 from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues, current_task_key
 from orchestration.settings import SettingsError, load_settings
 from tasks.app import config, make_app
+from tasks import schedules
 from tasks.requeue import requeue_held
 
 log = logging.getLogger(__name__)
@@ -128,5 +129,6 @@ def _start_metrics(args, settings, specs):
     queues = sorted({q for s in specs for q in s.queues})
     store = JobStore(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
     start_metrics_server(args.metrics_port, args.metrics_addr, redis_url=settings.redis_url, queues=queues,
-                         transport_options=config(settings)["broker_transport_options"], jobs=store.active)
+                         transport_options=config(settings)["broker_transport_options"], jobs=store.active,
+                         schedules=schedules.metrics_source(store.redis))
     return mark_process_dead

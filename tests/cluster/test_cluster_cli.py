@@ -32,7 +32,7 @@ def test_cluster_up_serves_a_job_with_one_cpu_worker_then_down(tmp_path, archive
         assert redis_url.startswith("redis://127.0.0.1:") and s3_url.startswith("http://127.0.0.1:")
         env_file = state / "cluster.env"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-        pids = {n: int((state / f"{n}.pid").read_text()) for n in ("redis", "s3", "worker")}
+        pids = {n: int((state / f"{n}.pid").read_text()) for n in ("redis", "s3", "worker", "beat")}  # one beat too
         assert all(psutil.pid_exists(p) for p in pids.values())
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.pid in (pids["redis"], pids["s3"]):

@@ -30,6 +30,10 @@ from promlib import (PROMETHEUS, check_everything, free_port, scrape_config, sta
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
 CLUSTER_EMPTY = {
+    "retouch_schedule_last_run_timestamp_seconds": "no schedule here (tests/cluster/test_schedules.py has them)",
+    "retouch_schedule_created_timestamp_seconds": "no schedule here", "retouch_schedule_period_seconds": "no schedule",
+    "retouch_schedule_last_run_result": "no schedule here", "retouch_stale_outputs": "no schedule here",
+    "retouch:schedule_since_last_run:seconds": "no schedule here", "retouch:schedule_period:seconds": "no schedule",
     "retouch_gpu_memory_used_bytes": "CPU-only machine (GPUs simulated)",
     "retouch_gpu_memory_total_bytes": "CPU-only machine (GPUs simulated)",
     "retouch:gpu_memory_used:ratio": "CPU-only machine (GPUs simulated)",

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.prometheus
 
 # Series that the live collectors (monitoring.collectors) add at scrape time.
 COLLECTOR_SERIES = {"retouch_queue_depth", "retouch_broker_up", "retouch_worker_up", "retouch_worker_processes",
-                    "retouch_jobs_active", "retouch_job_images"}
+                    "retouch_jobs_active", "retouch_job_images", "retouch_schedule_period_seconds",
+                    "retouch_schedule_created_timestamp_seconds", "retouch_schedule_last_run_timestamp_seconds",
+                    "retouch_schedule_last_run_result", "retouch_stale_outputs"}
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
 
 
@@ -78,5 +80,5 @@ def test_dashboard_and_rules_name_only_exported_series():
     assert not unknown, f"dashboard/rules name series nobody exports: {sorted(unknown)}"
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for needed in ["confidence", "coverage", "p50", "p95", "selections", "throughput", "failures", "queue depth",
-                   "gpu memory"]:
+                   "gpu memory", "stale outputs by cause", "schedules: last run"]:
         assert needed in titles, needed

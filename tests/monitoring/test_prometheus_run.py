@@ -25,6 +25,10 @@ pytestmark = pytest.mark.prometheus
 
 # Series an embedded run cannot have, and why (the cluster test covers them).
 EMBEDDED_EMPTY = {
+    "retouch_schedule_last_run_timestamp_seconds": "no schedule here (tests/cluster/test_schedules.py has them)",
+    "retouch_schedule_created_timestamp_seconds": "no schedule here", "retouch_schedule_period_seconds": "no schedule",
+    "retouch_schedule_last_run_result": "no schedule here", "retouch_stale_outputs": "no schedule here",
+    "retouch:schedule_since_last_run:seconds": "no schedule here", "retouch:schedule_period:seconds": "no schedule",
     "retouch_queue_depth": "no broker in an embedded run",
     "retouch:queue_depth:sum": "no broker", "retouch:queue_depth:deriv15m": "no broker",
     "retouch_tasks_in_flight": "no Celery tasks", "retouch_task_retries_total": "no Celery tasks",

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from worker import inpaint, upscale
 from worker.detect import TextDetector
+from worker.pipeline.lineage import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,11 @@ class ModelCache:
     def upscaler(self, name: str, options=None):
         """An upscaler from the registry (``worker.upscale``), built once per options."""
         options = options or upscale.UpscaleOptions(device=self.device, model_dir=self.model_dir)
+        # keyed by the weights' sha256 too: a model replaced in the store (`retouch models add --replace`)
+        # loads afresh instead of the old weights staying in a long-lived worker
         return self.get("upscaler", name, lambda: upscale.create(name, options),
-                        key=(options.device, options.tile, options.half, options.model_dir))
+                        key=(options.device, options.tile, options.half, options.model_dir,
+                             weights_digest(name, options.model_dir)))
 
     def inpainter(self, name: str, device: str) -> inpaint.ModelInpainter:
         """A learned inpainter from the store (``worker.inpaint``), loaded once per
@@ -64,7 +68,8 @@ class ModelCache:
         if info.factory is None:
             raise inpaint.UnknownVariantError(f"inpaint variant {name!r} is built in, not a model")
         options = inpaint.LoadOptions(device=device, model_dir=self.model_dir)
-        return self.get("inpainter", name, lambda: info.factory(options), key=(device, self.model_dir))
+        return self.get("inpainter", name, lambda: info.factory(options),
+                        key=(device, self.model_dir, weights_digest(name, self.model_dir)))
 
     def loaded(self) -> list[str]:
         return [f"{k[0]}:{k[1]}" for k in self._models]

@@ -54,6 +54,7 @@ class Stage:
     heavy: bool = False
     applies: Callable[[Plan], bool] = field(default=always)
     description: str = ""
+    code_version: str = "1"
 
 
 STAGES: list[Stage] = [
@@ -115,6 +116,11 @@ def remove_stage(name: str) -> None:
 def stages_for(plan: Plan) -> list[Stage]:
     """The stages ``plan`` needs, in order."""
     return [s for s in STAGES if s.applies(plan)]
+
+
+def code_versions(plan: Plan) -> dict[str, str]:
+    """The code version of each stage ``plan`` runs (part of an output's lineage)."""
+    return {s.name: s.code_version for s in stages_for(plan)}
 
 
 def segments(stages: list[Stage]) -> list[list[Stage]]:

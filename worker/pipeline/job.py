@@ -44,6 +44,9 @@ class ImageJob(BaseModel):
     plan: Plan
     fingerprint: str
     force: bool = False
+    revise: bool = False              # a reprocess: write a new version of an existing output
+    previous: str | None = None       # the output's fingerprint (lineage) before this reprocess
+    revision: str | None = None       # the fingerprint (lineage) of the output this job wrote
     max_pixels: int
     queue: str                        # the GPU (or cpu) queue of its heavy stages
     status: Status = "pending"
