@@ -61,7 +61,8 @@ STAGES: list[Stage] = [
     Stage("detect", steps.detect, consumes=(PIXELS, "user_mask"), produces=("confidence", "mask", "region", "overlay"),
           heavy=True, applies=op("remove-text"),
           description="text confidence map (DBNet), the stroke-following soft mask and the overlay's "
-                      "colour and alpha"),
+                      "colour and alpha",
+          code_version="2"),  # 2: lines read back by the recogniser (regions that are not text left alone)
     Stage("watermark", watermark, consumes=(PIXELS, "confidence", "mask", "region", "overlay"),
           produces=("confidence", "mask", "region", "overlay"), heavy=True, applies=op("remove-text"),
           description="watermarks and logos (templates, learned, repeated marks) merged into the text maps"),
