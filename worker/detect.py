@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from worker.errors import RetouchError
+from worker.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class TextDetector:
 
         self.model_path = Path(model_path) if model_path else shipped_model_path()
         options = ort.SessionOptions()
+        threads = threads or thread_budget()  # this process's budget (worker.threads), else onnxruntime's
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
