@@ -38,9 +38,11 @@ class Submitted:
 
 def image_chain(app: Celery, job: ImageJob):
     """The chain of one image: a ``retouch.stages`` task per segment, then finish."""
-    sigs = [app.signature("retouch.stages", args=([s.name for s in segment],),
-                          queue=job.queue if segment[0].heavy else CPU_QUEUE)
-            for segment in graph.segments(graph.stages_for(job.plan))]
+    def queue(stage: graph.Stage) -> str:
+        return job.queue if stage.heavy else CPU_QUEUE
+
+    sigs = [app.signature("retouch.stages", args=([s.name for s in segment],), queue=queue(segment[0]))
+            for segment in graph.segments(graph.stages_for(job.plan), queue)]
     sigs.append(app.signature("retouch.finish", queue=CPU_QUEUE))
     sigs[0].args = (compact_message(job),) + tuple(sigs[0].args)
     # the header Celery writes for monitors (a repr of the args, up to 1 KB) names the image instead
