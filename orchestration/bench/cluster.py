@@ -39,6 +39,7 @@ from orchestration.settings import load_settings
 from orchestration.storage import Storage
 from tasks.app import make_app
 from tasks.canvas import submit
+from worker import threads as thread_budget
 from worker.degrade import legible, overlay_text, random_text_specs
 from worker.io import decode, encode
 from worker.pipeline.cache import ModelCache
@@ -123,9 +124,7 @@ _pool_cache: ModelCache | None = None
 def _pool_start(threads: int, model_dir: str | None, warm: dict[str, bytes], plan) -> None:
     """A parallel in-process worker: its thread budget, its models loaded."""
     global _pool_cache
-    from worker import threads as budget
-
-    budget.apply(threads)
+    thread_budget.apply(threads)
     _pool_cache = ModelCache(device="cpu", model_dir=model_dir)
     in_process(warm, plan, _pool_cache)
 
@@ -142,11 +141,9 @@ class Parallel:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from worker.threads import budget
-
         self.plan = plan
         self.pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_start,
-                                        initargs=(budget(n), model_dir, warm, plan))
+                                        initargs=(thread_budget.budget(n), model_dir, warm, plan))
         list(self.pool.map(time.sleep, [0.5] * n))  # every process started (and warm) before timing
 
     def seconds(self, images: dict[str, bytes]) -> float:
