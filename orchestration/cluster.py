@@ -204,11 +204,12 @@ class WorkerSpec:
     pool: str = "solo"
     concurrency: int = 1
     env: dict = field(default_factory=dict)
+    threads: int = 0              # thread budget of the process (worker.threads); 0: library defaults
 
     def argv(self, hostname: str, loglevel: str) -> list[str]:
         return [sys.executable, "-m", "tasks.worker", "--queues", ",".join(self.queues), "--device", self.device,
                 "--pool", self.pool, "--concurrency", str(self.concurrency), "--hostname", hostname,
-                "--loglevel", loglevel]
+                "--loglevel", loglevel] + (["--threads", str(self.threads)] if self.threads else [])
 
 
 def worker_specs(gpus: list[int] | None, cpu_concurrency: int = 1, simulate: bool = False) -> list[WorkerSpec]:

@@ -141,6 +141,14 @@ class JobStore:
     def batch_lines(self, job: str, batch: int) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.k(job, f"lines:{batch}")).items()}
 
+    def set_batch_keys(self, job: str, batch: int, keys: list[str]) -> None:
+        """The image keys of one chord batch (read by its callback; they
+        expire with the job's other keys)."""
+        self.redis.rpush(self.k(job, f"keys:{batch}"), *keys)
+
+    def batch_keys(self, job: str, batch: int) -> list[str]:
+        return [k.decode() for k in self.redis.lrange(self.k(job, f"keys:{batch}"), 0, -1)]
+
     def drop_lines(self, job: str, batch: int) -> None:
         self.redis.delete(self.k(job, f"lines:{batch}"))
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     simulate_gpus: bool = Field(False, description="`retouch worker --gpus` runs the per-GPU workers on the CPU "
                                                    "(tests, machines without CUDA)")
     cpu_concurrency: int = Field(1, description="processes serving the cpu queue")
+    threads: int = Field(0, ge=0, description="threads per worker process for onnxruntime, torch, OpenCV, ncnn "
+                                              "and BLAS (0: the usable cores, cgroup quota and affinity, divided "
+                                              "by the worker processes)")
     state_dir: str = Field(default_factory=default_state_dir,
                            description="`retouch cluster` pid files, logs and data")
     metrics_dir: str | None = Field(None, description="prometheus_client multiprocess directory of `retouch worker "

@@ -38,12 +38,25 @@ class Submitted:
 
 def image_chain(app: Celery, job: ImageJob):
     """The chain of one image: a ``retouch.stages`` task per segment, then finish."""
-    sigs = [app.signature("retouch.stages", args=([s.name for s in segment],),
-                          queue=job.queue if segment[0].heavy else CPU_QUEUE)
-            for segment in graph.segments(graph.stages_for(job.plan))]
+    def queue(stage: graph.Stage) -> str:
+        return job.queue if stage.heavy else CPU_QUEUE
+
+    sigs = [app.signature("retouch.stages", args=([s.name for s in segment],), queue=queue(segment[0]))
+            for segment in graph.segments(graph.stages_for(job.plan), queue)]
     sigs.append(app.signature("retouch.finish", queue=CPU_QUEUE))
-    sigs[0].args = (job.to_message(),) + tuple(sigs[0].args)
+    sigs[0].args = (compact_message(job),) + tuple(sigs[0].args)
+    # the header Celery writes for monitors (a repr of the args, up to 1 KB) names the image instead
+    sigs[0].set(argsrepr=repr(job.key), kwargsrepr="", compression="zlib")
     return chain(*sigs)
+
+
+def compact_message(job: ImageJob) -> dict:
+    """The image job as its first task carries it: the per-image state still at
+    its defaults (status, artifacts, trace...) is left out, ``ImageJob.from_message``
+    fills it in again; the schema version and the whole plan always go (a worker
+    of another version must not read the plan with its own defaults)."""
+    state = job.model_dump(mode="json", exclude_defaults=True, exclude={"plan"})
+    return {"schema_version": job.schema_version, **state, "plan": job.plan.model_dump(mode="json")}
 
 
 def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url: str, plan: Plan, *,
@@ -76,8 +89,10 @@ def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url
         for image in pending:
             image.batch = batches
         header = group([image_chain(app, image) for image in pending])
-        callback = app.signature("retouch.batch_done", args=(job, batches, [image.key for image in pending]),
-                                 queue=CPU_QUEUE)
+        # the batch's keys go to Redis once, not into the callback: with the Redis
+        # backend every header message carries the callback (batch_size² keys)
+        store.set_batch_keys(job, batches, [image.key for image in pending])
+        callback = app.signature("retouch.batch_done", args=(job, batches), queue=CPU_QUEUE)
         store.add_queued(job, len(pending))
         store.set_meta(job, batches=batches + 1)
         chord(header)(callback)

@@ -308,13 +308,15 @@ def _finish_unreadable(rt: Runtime, message: dict, error: str) -> dict:
 
 
 @shared_task(name="retouch.batch_done", bind=True, max_retries=None, ignore_result=True)
-def batch_done(self, results: list, job: str, batch: int, keys: list[str]) -> dict:
+def batch_done(self, results: list, job: str, batch: int, keys: list[str] | None = None) -> dict:
     """Chord callback of one batch: write its manifest part once every image
     of the batch has its line (if the chord fired early, wait; an image still
     missing after every possible redelivery is recorded as lost, so the job
     still ends); the last batch of a sealed job writes the manifest and summary."""
     rt = runtime()
     store = JobStore(rt.redis)
+    if keys is None:  # submitted by a version that stores the batch's keys in Redis
+        keys = store.batch_keys(job, batch)
     lines = store.batch_lines(job, batch)
     missing = [k for k in keys if k not in lines]
     patience = rt.settings.visibility_timeout * (rt.settings.max_deliveries + 1)

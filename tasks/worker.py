@@ -15,6 +15,7 @@ from monitoring.logs import configure_logging
 from orchestration.settings import load_settings
 from tasks import runtime
 from tasks.app import make_app
+from worker import threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--hostname", required=True)
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="thread budget of this process (worker.threads; 0: library defaults)")
     args = parser.parse_args(argv)
 
     configure_logging(args.loglevel, decisions=True)
+    if args.threads:
+        print(f"retouch worker {args.hostname}: {threads.describe(threads.apply(args.threads))}", flush=True)
     settings = load_settings()
     runtime.configure(settings, runtime.WorkerOptions(device=args.device, enforce_limits=args.pool != "prefork",
                                                       hostname=args.hostname))

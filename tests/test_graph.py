@@ -43,6 +43,11 @@ def test_stage_order_and_segments_follow_the_declaration(noop_stage):
                                                        "deblock", "denoise", "upscale"]
     assert [[s.name for s in seg] for seg in graph.segments(graph.stages_for(plan))] == \
         [["detect", "watermark", "unblend", "inpaint"], ["postprocess"], ["noop", "deblock", "denoise", "upscale"]]
+    # grouped by the queue each stage runs on: with no GPU queue, heavy and light share one task
+    assert [len(seg) for seg in graph.segments(graph.stages_for(plan), lambda s: "cpu")] == [9]
+    assert [[s.name for s in seg] for seg in graph.segments(graph.stages_for(plan),
+                                                             lambda s: "gpu.0" if s.heavy else "cpu")] == \
+        [["detect", "watermark", "unblend", "inpaint"], ["postprocess"], ["noop", "deblock", "denoise", "upscale"]]
     assert [s.name for s in graph.stages_for(Plan(ops=["upscale"]))] == ["noop", "deblock", "denoise", "upscale"]
     assert [s.name for s in graph.stages_for(Plan(ops=["upscale"], upscale="lanczos"))] == ["noop", "upscale"]
     with pytest.raises(ValueError, match="undeclared artifact"):

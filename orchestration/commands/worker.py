@@ -17,6 +17,7 @@ from orchestration.settings import SettingsError, load_settings
 from tasks.app import config, make_app
 from tasks import schedules
 from tasks.requeue import requeue_held
+from worker import threads
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def register(sub) -> None:
                    help="processes for the cpu queue (default from settings: 1; 0 = none with --gpus)")
     p.add_argument("--simulate-gpus", action="store_true", default=None,
                    help="run the per-GPU workers on the CPU (tests; still consuming gpu.<i>)")
+    p.add_argument("--threads", type=int,
+                   help="threads per worker process (default from settings: usable cores / processes)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics of all workers on this port")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="metrics listen address (default 127.0.0.1)")
     p.add_argument("--loglevel", default="WARNING", help="worker log level (default WARNING)")
@@ -56,9 +59,14 @@ def parse_gpus(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    settings = load_settings(simulate_gpus=args.simulate_gpus, cpu_concurrency=args.cpu_concurrency)
+    settings = load_settings(simulate_gpus=args.simulate_gpus, cpu_concurrency=args.cpu_concurrency,
+                             threads=args.threads)
     gpus = parse_gpus(args.gpus) if args.gpus else None
     specs = worker_specs(gpus, settings.cpu_concurrency, settings.simulate_gpus)
+    cores = threads.usable_cores()
+    per_process = settings.threads or threads.budget(len(specs), cores)
+    for spec in specs:  # BLAS reads its variables at load: they go in the child's environment
+        spec.threads, spec.env = per_process, {**spec.env, **threads.env_for(per_process)}
     on_exit = None
     if args.metrics_port:
         on_exit = _start_metrics(args, settings, specs)
@@ -79,7 +87,9 @@ def run(args) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     supervisor.start_all()
     print("retouch worker: " + ", ".join(f"{s.name} (pid {supervisor.pids()[s.name]}) on {','.join(s.queues)}"
-                                         f" [{s.device}]" for s in specs), flush=True)
+                                         f" [{s.device}]" for s in specs)
+          + f"; {per_process} threads per process ({cores} usable cores, {len(specs)} processes"
+          + (", set by --threads/RETOUCH_THREADS)" if settings.threads else ")"), flush=True)
     announcer = _Announcer(settings.redis_url, supervisor.tag, sorted({q for s in specs for q in s.queues}))
     try:
         while not stop:

@@ -7,6 +7,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from worker.errors import RetouchError
+from worker.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,12 @@ def onnx_providers(device: str) -> list[str]:
 
 def onnx_session(path: Path, device: str, threads: int = 0):
     """An onnxruntime session for ``path`` on ``device`` (``cuda:N`` picks the
-    GPU); ``threads``: intra-op threads, 0 for onnxruntime's default."""
+    GPU); ``threads``: intra-op threads, 0 for this process's budget
+    (:mod:`worker.threads`), else onnxruntime's default."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    threads = threads or thread_budget()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3

@@ -124,11 +124,15 @@ def code_versions(plan: Plan) -> dict[str, str]:
     return {s.name: s.code_version for s in stages_for(plan)}
 
 
-def segments(stages: list[Stage]) -> list[list[Stage]]:
-    """Consecutive stages on the same kind of queue, grouped: one task each."""
+def segments(stages: list[Stage], queue: Callable[[Stage], object] | None = None) -> list[list[Stage]]:
+    """Consecutive stages on the same queue, grouped: one task each.
+    ``queue(stage)`` names the queue a stage runs on (default: its kind,
+    heavy or light); where heavy and light stages share one queue (no GPU
+    queue), an image's stages run in one task, with no artifact round trips."""
+    where = queue or (lambda stage: stage.heavy)
     groups: list[list[Stage]] = []
     for stage in stages:
-        if groups and groups[-1][-1].heavy == stage.heavy:
+        if groups and where(groups[-1][-1]) == where(stage):
             groups[-1].append(stage)
         else:
             groups.append([stage])

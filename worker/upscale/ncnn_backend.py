@@ -16,6 +16,7 @@ import numpy as np
 
 from worker.models.convert_ncnn import parse_param
 from worker.upscale.learned import NCNN_BYTES_PER_PIXEL, NativeScaleUpscaler, auto_tile
+from worker.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class NcnnNet:
 
         self.net = ncnn.Net()
         self.net.opt.use_vulkan_compute = False
-        self.net.opt.num_threads = threads or len(os.sched_getaffinity(0))
+        self.net.opt.num_threads = threads or thread_budget() or len(os.sched_getaffinity(0))
         # fp16/bf16 storage would round activations; keep float32 like the torch path.
         self.net.opt.use_fp16_storage = False
         self.net.opt.use_fp16_packed = False
