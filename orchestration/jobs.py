@@ -144,9 +144,6 @@ class JobStore:
     def drop_lines(self, job: str, batch: int) -> None:
         self.redis.delete(self.k(job, f"lines:{batch}"))
 
-    def wrote_output(self, job: str, image: str) -> None:
-        self.redis.hincrby(self.k(job, "writes"), image, 1)
-
     def counts(self, job: str) -> dict[str, int]:
         raw = self.redis.hgetall(self.k(job, "counts"))
         return {k.decode(): int(v) for k, v in raw.items()}

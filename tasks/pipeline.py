@@ -182,6 +182,14 @@ def _begin(rt: Runtime, job: ImageJob) -> None:
     if meta is None:
         return
     if meta.get("retouch-fingerprint") == job.fingerprint and meta.get("retouch-input-etag") == job.etag:
+        if meta.get("retouch-job") == job.job:
+            # this job wrote it: a chain that ran again (a message restored after a
+            # lost worker or a Redis restart) finds its own work. The image is
+            # "ok", not "skipped", once its record is there too (else it is
+            # computed again, and the conditional writes keep the first output)
+            if rt.storage.head(job.out_bucket, job.out_key + ".json") is not None:
+                job.status, job.output, job.record_key = "ok", job.out_url, job.out_key + ".json"
+            return
         job.status, job.output = "skipped", job.out_url
         return
     job.fail(f"output {job.out_url} exists from other settings or another input (fingerprint "
@@ -209,10 +217,11 @@ def _write_output(rt: Runtime, job: ImageJob, original: Image, data: bytes, pixe
     record["output"] = {"url": job.out_url, "sha256": hashlib.sha256(out_bytes).hexdigest(),
                         "width": result.size[0], "height": result.size[1], "format": fmt}
     record["job"] = job.job
-    if rt.storage.put(job.out_bucket, job.out_key, out_bytes, _metadata(job, record),
-                      MIME.get(fmt, "application/octet-stream"), overwrite=job.force):
-        JobStore(rt.redis).wrote_output(job.job, job.key)
-    else:  # already there: a redelivered task wrote it, or another writer did
+    # the conditional write is the proof of "written once" (a count kept next
+    # to it in Redis could not be exact: a worker can die between the two)
+    if not rt.storage.put(job.out_bucket, job.out_key, out_bytes, _metadata(job, record),
+                          MIME.get(fmt, "application/octet-stream"), overwrite=job.force):
+        # already there: a redelivered task wrote it, or another writer did
         meta = rt.storage.head(job.out_bucket, job.out_key) or {}
         if meta.get("retouch-fingerprint") != job.fingerprint or meta.get("retouch-input-etag") != job.etag:
             raise RetouchError(f"output {job.out_url} was written meanwhile with other settings")

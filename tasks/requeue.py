@@ -9,13 +9,15 @@ running (``current``) and of the last one it ran (``last``, whose
 acknowledgement may not have been sent yet). :func:`requeue_held` finds those
 messages among the unacknowledged ones and restores them with kombu's own
 restore (the message is flagged ``redelivered`` and goes to the head of its
-queue); one already acknowledged is simply not there.
+queue); one already acknowledged is simply not there. While Redis is down
+(restarting), the restore waits for it, up to ``patience`` seconds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 
 from celery import Celery
 
@@ -39,9 +41,35 @@ def held_task_ids(client, hostname: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def requeue_held(app: Celery, hostname: str) -> list[str]:
+def requeue_held(app: Celery, hostname: str, patience: float = 60.0) -> list[str]:
     """Restore to their queues the unacknowledged messages of the tasks the
-    dead worker process ``hostname`` held; returns their task ids."""
+    dead worker process ``hostname`` held; returns their task ids. While
+    Redis is unreachable, tries again (backoff up to 2 s) for ``patience``
+    seconds, then raises the connection error."""
+    deadline, wait, warned = time.monotonic() + patience, 0.1, False
+    while True:
+        try:
+            return _requeue_held(app, hostname)
+        except Exception as exc:
+            if not _connection_error(exc) or time.monotonic() + wait > deadline:
+                raise
+            if not warned:
+                log.warning("worker %s died while Redis is unreachable (%s); restoring its messages once "
+                            "Redis is back (up to %.0fs)", hostname, exc, patience)
+                warned = True
+            time.sleep(wait)
+            wait = min(2.0, wait * 2)
+
+
+def _connection_error(exc: Exception) -> bool:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError,
+                            TimeoutError))
+
+
+def _requeue_held(app: Celery, hostname: str) -> list[str]:
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         client = channel.client

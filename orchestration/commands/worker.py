@@ -15,6 +15,7 @@ from orchestration.cluster import Supervisor, worker_specs
 from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues, current_task_key
 from orchestration.settings import SettingsError, load_settings
 from tasks.app import config, make_app
+from tasks.broker import redis_client
 from tasks.requeue import requeue_held
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,14 @@ def run(args) -> int:
     on_exit = None
     if args.metrics_port:
         on_exit = _start_metrics(args, settings, specs)
-    bookkeeping = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    bookkeeping = redis_client(settings.redis_url, settings.redis_outage_seconds, socket_timeout=5)
     app = make_app(settings)
 
     def on_death(hostname: str) -> None:
         # the messages a dead child held go back to their queues now, not after
         # the visibility timeout; then it is doing nothing (its restarted
         # successor reuses the name, and the key would outlive it)
-        requeue_held(app, hostname)
+        requeue_held(app, hostname, patience=settings.redis_outage_seconds)
         bookkeeping.delete(current_task_key(hostname))
 
     supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit, on_death=on_death)
