@@ -75,3 +75,34 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def persists(client: redis.Redis) -> bool | None:
+    """Whether this Redis keeps its data across a restart (an append-only
+    file, or RDB save points); None where it will not say (CONFIG disabled)."""
+    try:
+        aof = int(client.info("persistence").get("aof_enabled", 0))
+        save = client.config_get("save").get("save", "")
+    except redis.ResponseError:
+        return None
+    return bool(aof or save.strip())
+
+
+class RestartWatch:
+    """Notices a Redis restart (its ``run_id`` changes) and says what it
+    means: nothing with persistence, every job's state and queued task gone
+    without. ``check()`` returns the message of a restart, else None."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self.run_id: str | None = None
+
+    def check(self) -> str | None:
+        run_id = self.client.info("server").get("run_id")
+        before, self.run_id = self.run_id, run_id
+        if before is None or before == run_id:
+            return None
+        if persists(self.client) is False:
+            return ("Redis restarted without persistence: every job's state and queued task is gone (their "
+                    "outputs stay in S3); resubmit them, and run Redis with appendonly yes")
+        return "Redis restarted; it persists, so the jobs go on"

@@ -68,8 +68,10 @@ def _count_delivery(rt: Runtime, task, name: str) -> int:
     return n
 
 
-def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = None) -> None:
-    """What each worker is doing now (``retouch:worker:<host>:current``), for status and tests."""
+def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = None, *, image: str | None = None,
+                  job_id: str | None = None) -> None:
+    """What each worker is doing now (``retouch:worker:<host>:current``), for
+    status, tests and its supervisor (which puts a dead worker's tasks back)."""
     key = current_task_key(task.request.hostname)
     if stage is None:
         pipe = rt.redis.pipeline()
@@ -79,8 +81,19 @@ def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = N
         pipe.set(last_task_key(task.request.hostname), task.request.id, ex=_marker_ttl(rt))
         pipe.execute()
     else:
-        rt.redis.set(key, json.dumps({"task": stage, "id": task.request.id, "image": job.key, "job": job.job,
-                                      "since": time.time()}), ex=rt.settings.task_time_limit + 60)
+        rt.redis.set(key, json.dumps({"task": stage, "id": task.request.id, "image": job.key if job else image,
+                                      "job": job.job if job else job_id, "since": time.time()}),
+                     ex=rt.settings.task_time_limit + 60)
+
+
+def _vanished(store: JobStore, job: str, what: str) -> bool:
+    """A job whose state is gone from Redis (a Redis restarted without
+    persistence, or state expired): said loudly, never processed silently."""
+    if store.known(job):
+        return False
+    log.error("job %s: its state is gone from Redis (did Redis restart without persistence? run it with "
+              "appendonly yes); %s dropped, resubmit the job", job, what)
+    return True
 
 
 @shared_task(name="retouch.stages", bind=True, max_retries=None, ignore_result=True)
@@ -96,6 +109,8 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
         return {**message, "status": "failed", "error": str(exc)}
     if job.done:
         return job.to_message()
+    if _vanished(JobStore(rt.redis), job.job, f"{job.key} {'+'.join(names)}"):
+        return job.fail(f"job {job.job}: its state is gone from Redis").to_message()
     if JobStore(rt.redis).cancelled(job.job):  # DELETE /v1/jobs/<id>: drain without computing
         return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
@@ -241,8 +256,21 @@ def finish(self, message: dict) -> dict:
         return _finish_unreadable(rt, message, str(exc))
     if job.status == "pending":
         job.fail("chain ended without an output")
+    store = JobStore(rt.redis)
+    if _vanished(store, job.job, f"the result of {job.key} ({job.status})"):
+        return {"key": job.key, "status": job.status}
+    # held until acknowledged: if this process dies, its supervisor puts it back
+    _mark_current(rt, self, "finish", job)
+    _count_delivery(rt, self, "finish")
     try:
-        store = JobStore(rt.redis)
+        line = _finish(rt, self, store, job)
+    finally:
+        _mark_current(rt, self, None)
+    return line
+
+
+def _finish(rt: Runtime, task, store: JobStore, job: ImageJob) -> dict:
+    try:
         first = store.finished(job.job, job.key, job.status)
         if first:
             rt.metrics.image_finished(job.status)
@@ -254,8 +282,8 @@ def finish(self, message: dict) -> dict:
         if transient:
             rt.storage.delete(job.out_bucket, transient)
     except Exception as exc:
-        if _transient(exc) and self.request.retries < rt.settings.task_max_retries:
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries))
+        if _transient(exc) and task.request.retries < rt.settings.task_max_retries:
+            raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
         raise
     out = lambda key: f"s3://{job.out_bucket}/{key}"  # noqa: E731
     line = {
@@ -295,13 +323,21 @@ def batch_done(self, results: list, job: str, batch: int, keys: list[str]) -> di
     missing after every possible redelivery is recorded as lost, so the job
     still ends); the last batch of a sealed job writes the manifest and summary."""
     rt = runtime()
+    _mark_current(rt, self, "batch_done", job_id=job)
+    try:
+        return _batch_done(rt, self, job, batch, keys)
+    finally:
+        _mark_current(rt, self, None)
+
+
+def _batch_done(rt: Runtime, task, job: str, batch: int, keys: list[str]) -> dict:
     store = JobStore(rt.redis)
     lines = store.batch_lines(job, batch)
     missing = [k for k in keys if k not in lines]
     patience = rt.settings.visibility_timeout * (rt.settings.max_deliveries + 1)
-    if missing and self.request.retries * 2 < patience:
+    if missing and task.request.retries * 2 < patience:
         log.warning("job %s batch %d: %d images not finished yet; waiting", job, batch, len(missing))
-        raise self.retry(countdown=2)
+        raise task.retry(countdown=2)
     meta = store.meta(job)
     src, out = parse_url(meta["input"]), parse_url(meta["output"])
     for key in missing:
@@ -324,7 +360,11 @@ def batch_done(self, results: list, job: str, batch: int, keys: list[str]) -> di
 def finalize_job(self, job: str) -> dict:
     """The job summary: manifest and summary.json (when submit sealed the job last)."""
     rt = runtime()
-    return write_manifest(rt.storage, JobStore(rt.redis), job)
+    _mark_current(rt, self, "finalize_job", job_id=job)
+    try:
+        return write_manifest(rt.storage, JobStore(rt.redis), job)
+    finally:
+        _mark_current(rt, self, None)
 
 
 __all__ = ["run_stages", "finish", "batch_done", "finalize_job"]

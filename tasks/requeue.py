@@ -21,13 +21,14 @@ import time
 
 from celery import Celery
 
-from orchestration.jobs import current_task_key, last_task_key
+from orchestration.jobs import current_task_key, last_task_key, received_task_key
 
 log = logging.getLogger(__name__)
 
 
 def held_task_ids(client, hostname: str) -> list[str]:
-    """The ids of the tasks a worker process was running or had just run."""
+    """The ids of the tasks a worker process was running, had just run, or
+    had just received."""
     ids = []
     current = client.get(current_task_key(hostname))
     if current:
@@ -35,10 +36,38 @@ def held_task_ids(client, hostname: str) -> list[str]:
             ids.append(json.loads(current)["id"])
         except (ValueError, KeyError, TypeError):
             pass
-    last = client.get(last_task_key(hostname))
-    if last:
-        ids.append(last.decode())
+    for key in (last_task_key(hostname), received_task_key(hostname)):
+        value = client.get(key)
+        if value:
+            ids.append(value.decode())
     return list(dict.fromkeys(ids))
+
+
+def held_keys(hostname: str) -> list[str]:
+    """The keys naming what a worker process holds: cleared once it is dead
+    and its messages are back (its restarted successor reuses the name)."""
+    return [current_task_key(hostname), last_task_key(hostname), received_task_key(hostname)]
+
+
+def note_received(client, hostname: str, task_id: str, ttl: int) -> None:
+    """Called as a worker process receives a task message (Celery's
+    ``task_received``), before the task runs."""
+    client.set(received_task_key(hostname), task_id, ex=ttl)
+
+
+def connect(app: Celery, client_factory, ttl: int) -> None:
+    """Note every task message this worker process receives (``task_received``)."""
+    from celery import signals
+
+    def received(sender=None, request=None, **_):
+        if request is None or not getattr(request, "hostname", None):
+            return
+        try:
+            note_received(client_factory(), request.hostname, request.id, ttl)
+        except Exception as exc:  # bookkeeping must never lose the message
+            log.warning("could not note task %s as received: %s", request.id, exc)
+
+    signals.task_received.connect(received, weak=False, dispatch_uid=f"retouch.requeue.received.{id(app)}")
 
 
 def requeue_held(app: Celery, hostname: str, patience: float = 60.0) -> list[str]:
@@ -88,4 +117,6 @@ def _requeue_held(app: Celery, hostname: str) -> list[str]:
         for tag, task_id in tags.items():
             channel.qos.restore_by_tag(tag, leftmost=True)
             log.warning("worker %s died holding task %s: put back on its queue now", hostname, task_id)
+        for task_id in sorted(ids - set(tags.values())):
+            log.info("worker %s died after task %s was acknowledged: nothing to put back", hostname, task_id)
         return sorted(tags.values())
