@@ -72,6 +72,8 @@ def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = N
                   job_id: str | None = None) -> None:
     """What each worker is doing now (``retouch:worker:<host>:current``), for
     status, tests and its supervisor (which puts a dead worker's tasks back)."""
+    if task.request.id is None:   # called in process, not from a worker
+        return
     key = current_task_key(task.request.hostname)
     if stage is None:
         pipe = rt.redis.pipeline()

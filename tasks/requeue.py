@@ -8,8 +8,8 @@ child die at once, and the child left in Redis the id of the task it was
 running (``current``) and of the last one it ran (``last``, whose
 acknowledgement may not have been sent yet). :func:`requeue_held` finds those
 messages among the unacknowledged ones and restores them with kombu's own
-restore (the message is flagged ``redelivered`` and goes to the head of its
-queue); one already acknowledged is simply not there. While Redis is down
+restore (the message is flagged ``redelivered`` and goes to the end of its
+queue that is consumed next); one already acknowledged is simply not there. While Redis is down
 (restarting), the restore waits for it, up to ``patience`` seconds.
 """
 
@@ -115,7 +115,9 @@ def _requeue_held(app: Celery, hostname: str) -> list[str]:
             if task_id in ids:
                 tags[tag.decode() if isinstance(tag, bytes) else tag] = task_id
         for tag, task_id in tags.items():
-            channel.qos.restore_by_tag(tag, leftmost=True)
+            # kombu publishes with LPUSH and consumes with BRPOP: the right end
+            # is the next to be consumed (leftmost=True would put it last)
+            channel.qos.restore_by_tag(tag, leftmost=False)
             log.warning("worker %s died holding task %s: put back on its queue now", hostname, task_id)
         for task_id in sorted(ids - set(tags.values())):
             log.info("worker %s died after task %s was acknowledged: nothing to put back", hostname, task_id)

@@ -113,6 +113,10 @@ class Chaos:
                                              retries={"max_attempts": 10, "mode": "standard"}))
 
     # servers
+    def notify(self) -> None:
+        """Keyspace events for string keys (the drill's triggers; its own Redis only)."""
+        self.r.config_set("notify-keyspace-events", "K$")
+
     def restart_redis(self, down: float) -> float:
         """SIGKILL Redis, wait ``down`` s, start it on the same port and folder; seconds unreachable."""
         start = time.monotonic()
@@ -120,6 +124,7 @@ class Chaos:
         self.redis_srv.proc.wait(timeout=10)
         time.sleep(down)
         self.redis_srv = start_redis(self.redis_dir, self.redis_port)
+        self.notify()
         return time.monotonic() - start
 
     def s3_outage(self, seconds: float) -> dict:
@@ -241,31 +246,59 @@ def _victim(chaos: Chaos, n: int, min_age: float = 10.0, timeout: float = 30.0):
         time.sleep(0.1)
 
 
-def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice: set[str]) -> Kill:
-    """Wait for the moment ``kind`` names on a victim (bounded), then SIGKILL
-    its tree. A task already killed twice (``twice``) is spared while the
-    wait lasts: a third loss fails its image by design (max_deliveries 3)."""
-    host, proc = _victim(chaos, n)
-    deadline = time.monotonic() + 20
+def _await_event(chaos: Chaos, pattern: str, until: float, accept) -> str | None:
+    """The worker host of the first keyspace event on ``pattern`` that
+    ``accept(host)`` takes, before ``until`` (monotonic); None if none came."""
+    pubsub = chaos.r.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.psubscribe(f"__keyspace@0__:{pattern}")
+        while time.monotonic() < until:
+            msg = pubsub.get_message(timeout=min(0.2, max(0.0, until - time.monotonic())))
+            if msg and msg.get("data") in (b"set", "set"):
+                channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                host = channel.split(":")[3]
+                if accept(host):
+                    return host
+        return None
+    finally:
+        pubsub.close()
+
+
+def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice: set[str], window: float) -> Kill:
+    """Wait (up to ``window`` s) for the moment ``kind`` names, then SIGKILL
+    the worker's tree: ``mid-task`` somewhere inside a stage; ``task-end``
+    as a task marks itself done (its acknowledgement still to come);
+    ``finish`` inside a finish task. A task already killed twice (``twice``)
+    is spared: a third loss fails its image by design (max_deliveries 3)."""
+    host, proc = _victim(chaos, n, min_age=5.0)
+    until = time.monotonic() + window
     doing = "idle"
     try:
         if kind == "mid-task":
-            while time.monotonic() < deadline:
+            while time.monotonic() < until:
                 cur = chaos.current(host)
                 if cur and cur["task"] not in ("finish", "batch_done", "finalize_job") and cur["id"] not in twice:
                     time.sleep(rng.uniform(0.1, 1.5))   # somewhere inside the stage
                     break
                 time.sleep(0.01)
-        elif kind == "task-end":
-            before = chaos.last(host)
-            while time.monotonic() < deadline and chaos.last(host) == before:
-                time.sleep(0.002)
-        elif kind == "finish":
-            while time.monotonic() < deadline:
-                cur = chaos.current(host)
-                if cur and cur["task"] == "finish":
+        elif kind == "task-end":   # the moment the task wrote "last": before its ack
+            _await_event(chaos, f"retouch:worker:{host}:last", until, lambda h: True)
+        elif kind == "finish":     # whichever worker starts a finish
+            kids = chaos.children()
+            seen = _await_event(chaos, "retouch:worker:*:current", until,
+                                lambda h: h in kids and (chaos.current(h) or {}).get("task") == "finish")
+            if seen:
+                host, proc = seen, kids[seen][1]
+        cur = chaos.current(host)
+        if cur and cur.get("id") in twice:   # spare it: kill the other worker, or wait for another task
+            spare_until = time.monotonic() + 30
+            while time.monotonic() < spare_until:
+                others = [(h, p) for h, (_, p) in chaos.children().items()
+                          if (chaos.current(h) or {}).get("id") not in twice]
+                if others:
+                    host, proc = others[0]
                     break
-                time.sleep(0.002)
+                time.sleep(0.05)
         cur, last = chaos.current(host), chaos.last(host)
         held = {}
         for task_id in [c for c in ((cur or {}).get("id"), last) if c]:
@@ -307,55 +340,57 @@ def _watch_redeliveries(chaos: Chaos, kills: list[Kill], stop: threading.Event) 
 
 
 def faulted_run(chaos: Chaos, args, fault_free: float, ops: str) -> dict:
-    """Submit, inject the faults on a schedule spread over the fault-free
-    time, wait for the job; the fault log and the faulted time."""
+    """Submit and inject the faults while the job runs: the kills spread over
+    the first 70% of the fault-free time, the Redis restart at 30% and the
+    S3 outage from 45% (each on its own thread, on time); wait for the job.
+    Returns the fault log and the faulted time."""
     rng = random.Random(args.seed)
     kinds = [KINDS[i % len(KINDS)] for i in range(args.kills)]
-    span = max(10.0, 0.8 * fault_free)
-    kill_at = [span * (i + 0.5) / max(1, args.kills) for i in range(args.kills)]
-    redis_at, s3_at = 0.35 * span, 0.6 * span
+    span = max(10.0, 0.7 * fault_free)
+    spacing = span / max(1, args.kills)
+    kill_at = [spacing * i + 0.1 * spacing for i in range(args.kills)]
     kills: list[Kill] = []
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_redeliveries, args=(chaos, kills, stop), daemon=True)
     outage: dict = {}
     redis_fault: dict = {}
 
-    def s3_fault():
-        outage.update(at=round(time.monotonic() - t0, 1), **chaos.s3_outage(args.s3_outage))
+    def at(seconds: float, fault) -> threading.Thread:
+        def run():
+            while time.monotonic() - t0 < seconds:
+                time.sleep(0.05)
+            fault()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
 
-    s3_thread = threading.Thread(target=s3_fault, daemon=True)
+    chaos.notify()
     t0 = time.monotonic()
     job = chaos.submit("in", "out", ops, args.inpaint)
     watcher.start()
-    pending_redis, pending_s3 = True, True
-    for n, (at, kind) in enumerate(zip(kill_at, kinds), 1):
-        while time.monotonic() - t0 < at:
-            if pending_redis and time.monotonic() - t0 >= redis_at:
-                redis_fault = {"at": round(time.monotonic() - t0, 1),
-                               "unreachable_s": round(chaos.restart_redis(args.redis_down), 1)}
-                pending_redis = False
-            if pending_s3 and time.monotonic() - t0 >= s3_at:
-                s3_thread.start()
-                pending_s3 = False
+    faults = [
+        at(0.3 * fault_free, lambda: redis_fault.update(at=round(time.monotonic() - t0, 1), unreachable_s=round(
+            chaos.restart_redis(args.redis_down), 1))),
+        at(0.45 * fault_free, lambda: outage.update(at=round(time.monotonic() - t0, 1),
+                                                    **chaos.s3_outage(args.s3_outage))),
+    ]
+    for n, (when, kind) in enumerate(zip(kill_at, kinds), 1):
+        while time.monotonic() - t0 < when:
             time.sleep(0.05)
         if chaos.finished(job):
             break
-        held = [t for k in kills for t in k.held]
-        kill = _kill(chaos, n, kind, t0, rng, {t for t in held if held.count(t) >= 2})
-        kills.append(kill)
-    if pending_redis:
-        redis_fault = {"at": round(time.monotonic() - t0, 1),
-                       "unreachable_s": round(chaos.restart_redis(args.redis_down), 1)}
-    if pending_s3 and not chaos.finished(job):
-        s3_thread.start()
+        # tasks already put back twice (the supervisors' logs say which) are spared
+        restored = [t for ids in _restored_ids(chaos.logs).values() for t in ids]
+        kills.append(_kill(chaos, n, kind, t0, rng, {t for t in restored if restored.count(t) >= 2},
+                           window=max(3.0, 0.9 * spacing)))
     timeout = max(240.0, 4 * fault_free + 120)
     while not chaos.finished(job):
         if time.monotonic() - t0 > timeout:
             break
         time.sleep(0.05)
     faulted = time.monotonic() - t0
-    if s3_thread.is_alive() or s3_thread.ident:
-        s3_thread.join(timeout=120)
+    for thread in faults:
+        thread.join(timeout=120)
     time.sleep(1.0)
     stop.set()
     watcher.join(timeout=5)
@@ -383,9 +418,10 @@ def check_job(chaos: Chaos, job: str, names: list[str], out: str, reference: Pat
     for page in chaos.s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=f"{out}/"):
         for v in page.get("Versions", []):
             versions[v["Key"]] = versions.get(v["Key"], 0) + 1
-    identical = sum(versions.get(f"{out}/{n}") and
+    identical = sum(bool(versions.get(f"{out}/{n}")) and
                     chaos.s3.get_object(Bucket=BUCKET, Key=f"{out}/{n}")["Body"].read()
                     == (reference / n).read_bytes() for n in names)
+    failed = [f"{x['key']}: {x['error']}" for x in lines if x["status"] != "ok"]
     finishes = {k.decode(): int(v) for k, v in chaos.r.hgetall(f"retouch:job:{job}:finishes").items()}
     once = (len(lines) == len(by_key) == len(names) and set(by_key) == expected
             and all(x["status"] == "ok" for x in lines)
@@ -398,7 +434,7 @@ def check_job(chaos: Chaos, job: str, names: list[str], out: str, reference: Pat
             "one_version_each": all(versions.get(f"{out}/{n}") == 1 for n in names),
             "records": sum(versions.get(f"{out}/{n}.json", 0) >= 1 for n in names),
             "byte_identical": identical, "images": len(names),
-            "chains_run_again": sum(v > 1 for v in finishes.values())}
+            "chains_run_again": sum(v > 1 for v in finishes.values()), "not_ok": failed}
 
 
 def volatile_restart(chaos: Chaos, ops: str, inpaint: str) -> dict:
@@ -534,6 +570,8 @@ def _print(f: dict) -> None:
         print(f"  images      status {c['status']}, manifest {c['manifest']}, summary {c['summary']}: "
               f"{'every image done exactly once' if c['done_exactly_once'] else 'NOT done exactly once'}; "
               f"{c['chains_run_again']} chains ran again (found their own output)")
+        for line in c["not_ok"]:
+            print(f"              not ok: {line[:150]}")
         print(f"  outputs     one S3 version each: {'yes' if c['one_version_each'] else 'NO'}; records {c['records']}"
               f"/{c['images']}; byte-identical to retouch run: {c['byte_identical']}/{c['images']} "
               f"(fault-free job {f['fault_free_job']['byte_identical']}/{c['images']})")
