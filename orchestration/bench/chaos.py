@@ -270,6 +270,8 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
     as a task marks itself done (its acknowledgement still to come);
     ``finish`` inside a finish task. A task already killed twice (``twice``)
     is spared: a third loss fails its image by design (max_deliveries 3)."""
+    # while Redis restarts nothing can be seen: wait for it (bounded)
+    wait_for(lambda: chaos.r.ping(), 60, "Redis before a kill")
     host, proc = _victim(chaos, n, min_age=5.0)
     until = time.monotonic() + window
     doing = "idle"
@@ -305,8 +307,11 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
             held[task_id] = chaos.deliveries(task_id)
         doing = (f"{cur['task']} {cur.get('image') or ''}".strip() if cur else
                  f"between tasks (last {last[:8]})" if last else "idle")
-    except redis.RedisError:
+    except redis.RedisError:   # Redis went down meanwhile: kill only a worker not running a spared task
         held = {}
+        wait_for(lambda: chaos.r.ping(), 60, "Redis before a kill")
+        if (chaos.current(host) or {}).get("id") in twice:
+            return _kill(chaos, n, "mid-task", t0, rng, twice, window)
     _kill_tree(proc)
     return Kill(n, kind, round(time.monotonic() - t0, 1), host, doing, held, killed_at=time.monotonic())
 
