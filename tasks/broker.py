@@ -23,6 +23,8 @@ from kombu.transport import redis as kombu_redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from orchestration.jobs import received_task_key
+
 RETRY_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
 BACKOFF_BASE = 0.05    # first wait 0.1 s, doubling
 BACKOFF_CAP = 1.0      # then once a second
@@ -58,13 +60,31 @@ def redis_client(url: str, outage_seconds: float, **kwargs) -> redis.Redis:
     return redis.Redis.from_url(url, **retry_params(outage_seconds), **kwargs)
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's unacknowledged-message bookkeeping, plus, in a worker process
+    (``holder``: its Celery hostname), the id of each task message it takes,
+    written the moment kombu records the message as unacknowledged: before
+    Celery even parses it, so a process killed at any point after taking a
+    message has it put back by its supervisor (``tasks.requeue``)."""
+
+    def append(self, message, delivery_tag):
+        super().append(message, delivery_tag)
+        holder = getattr(self.channel, "holder", None)
+        task_id = (getattr(message, "headers", None) or {}).get("id")
+        if holder and task_id:
+            with self.channel.conn_or_acquire() as client:
+                client.set(received_task_key(holder), task_id, ex=int(self.channel.visibility_timeout))
+
+
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel; its synchronous pool retries through an outage.
     The asynchronous pool (the consume loop's BRPOP) is left as it is: a lost
     connection there restarts the consumer, which Celery retries."""
 
+    QoS = QoS
     outage_seconds = 0
-    from_transport_options = kombu_redis.Channel.from_transport_options + ("outage_seconds",)
+    holder = None
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("outage_seconds", "holder")
 
     def _connparams(self, asynchronous=False):
         params = super()._connparams(asynchronous=asynchronous)

@@ -49,26 +49,6 @@ def held_keys(hostname: str) -> list[str]:
     return [current_task_key(hostname), last_task_key(hostname), received_task_key(hostname)]
 
 
-def note_received(client, hostname: str, task_id: str, ttl: int) -> None:
-    """Called as a worker process receives a task message (Celery's
-    ``task_received``), before the task runs."""
-    client.set(received_task_key(hostname), task_id, ex=ttl)
-
-
-def connect(app: Celery, client_factory, ttl: int) -> None:
-    """Note every task message this worker process receives (``task_received``)."""
-    from celery import signals
-
-    def received(sender=None, request=None, **_):
-        if request is None or not getattr(request, "hostname", None):
-            return
-        try:
-            note_received(client_factory(), request.hostname, request.id, ttl)
-        except Exception as exc:  # bookkeeping must never lose the message
-            log.warning("could not note task %s as received: %s", request.id, exc)
-
-    signals.task_received.connect(received, weak=False, dispatch_uid=f"retouch.requeue.received.{id(app)}")
-
 
 def requeue_held(app: Celery, hostname: str, patience: float = 60.0) -> list[str]:
     """Restore to their queues the unacknowledged messages of the tasks the

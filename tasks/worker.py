@@ -13,7 +13,7 @@ import sys
 
 from monitoring.logs import configure_logging
 from orchestration.settings import load_settings
-from tasks import requeue, runtime
+from tasks import runtime
 from tasks.app import make_app
 
 
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure(settings, runtime.WorkerOptions(device=args.device, enforce_limits=args.pool != "prefork",
                                                       hostname=args.hostname))
     app = make_app(settings)
-    # what this process receives is noted before it runs, so that its
-    # supervisor can put it back if the process dies (tasks.requeue)
-    requeue.connect(app, lambda: runtime.runtime().redis, ttl=settings.visibility_timeout)
+    # each task message this process takes is noted under its name (tasks.broker),
+    # so that its supervisor can put it back if the process dies (tasks.requeue)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "holder": args.hostname}
     app.worker_main(["worker", "-Q", args.queues, "-P", args.pool, "-c", str(args.concurrency),
                      "-n", args.hostname, "-l", args.loglevel, "--without-gossip", "--without-mingle"])
     return 0

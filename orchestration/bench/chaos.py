@@ -388,7 +388,7 @@ def faulted_run(chaos: Chaos, args, fault_free: float, ops: str) -> dict:
         restored = [t for ids in _restored_ids(chaos.logs).values() for t in ids]
         kills.append(_kill(chaos, n, kind, t0, rng, {t for t in restored if restored.count(t) >= 2},
                            window=max(3.0, 0.9 * spacing)))
-    timeout = max(240.0, 4 * fault_free + 120)
+    timeout = max(240.0, 3 * fault_free + 60)
     while not chaos.finished(job):
         if time.monotonic() - t0 > timeout:
             break
