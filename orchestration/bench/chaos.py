@@ -302,8 +302,9 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
                     break
                 time.sleep(0.05)
         cur, last = chaos.current(host), chaos.last(host)
+        received = chaos.r.get(f"retouch:worker:{host}:received")
         held = {}
-        for task_id in [c for c in ((cur or {}).get("id"), last) if c]:
+        for task_id in [c for c in ((cur or {}).get("id"), last, received and received.decode()) if c]:
             held[task_id] = chaos.deliveries(task_id)
         doing = (f"{cur['task']} {cur.get('image') or ''}".strip() if cur else
                  f"between tasks (last {last[:8]})" if last else "idle")
