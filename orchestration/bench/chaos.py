@@ -291,12 +291,14 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
                                 lambda h: h in kids and (chaos.current(h) or {}).get("task") == "finish")
             if seen:
                 host, proc = seen, kids[seen][1]
-        cur = chaos.current(host)
-        if cur and cur.get("id") in twice:   # spare it: kill the other worker, or wait for another task
+        def holds(h: str) -> set[str]:   # the task running and the message just taken
+            taken = chaos.r.get(f"retouch:worker:{h}:received")
+            return {(chaos.current(h) or {}).get("id"), taken.decode() if taken else None} - {None}
+
+        if holds(host) & twice:   # spare it: kill the other worker, or wait for another task
             spare_until = time.monotonic() + 30
             while time.monotonic() < spare_until:
-                others = [(h, p) for h, (_, p) in chaos.children().items()
-                          if (chaos.current(h) or {}).get("id") not in twice]
+                others = [(h, p) for h, (_, p) in chaos.children().items() if not holds(h) & twice]
                 if others:
                     host, proc = others[0]
                     break
@@ -311,7 +313,8 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
     except redis.RedisError:   # Redis went down meanwhile: kill only a worker not running a spared task
         held = {}
         wait_for(lambda: chaos.r.ping(), 60, "Redis before a kill")
-        if (chaos.current(host) or {}).get("id") in twice:
+        taken = chaos.r.get(f"retouch:worker:{host}:received")
+        if {(chaos.current(host) or {}).get("id"), taken.decode() if taken else None} & twice:
             return _kill(chaos, n, "mid-task", t0, rng, twice, window)
     _kill_tree(proc)
     return Kill(n, kind, round(time.monotonic() - t0, 1), host, doing, held, killed_at=time.monotonic())
