@@ -73,6 +73,7 @@ class Server:
     proc: subprocess.Popen
     url: str
     log_file: Path
+    ports: list[int] = field(default_factory=list)   # weed mini: every port it listens on
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_process(self.proc.pid, timeout)
@@ -125,17 +126,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def start_redis(data_dir: Path, port: int = 0, timeout: float = 20.0) -> Server:
+def start_redis(data_dir: Path, port: int = 0, timeout: float = 20.0, persist: bool = True) -> Server:
     """redis-server on 127.0.0.1, persisting to ``data_dir`` with an
     append-only file (fsync every second) and never evicting keys: a restart
-    keeps the jobs, their manifests and the queued messages. Raises ClusterError."""
+    keeps the jobs, their manifests and the queued messages. ``persist=False``
+    (``retouch bench chaos`` only: what a misconfigured Redis does) keeps
+    nothing across a restart. Raises ClusterError."""
     exe = shutil.which("redis-server")
     if not exe:
         raise ClusterError("redis-server not found (install the Debian package redis-server)")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_file = data_dir / "redis.log"
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "yes",
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", LOOPBACK, "--save", "",
+                             "--appendonly", "yes" if persist else "no",
                              "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
                              "--dir", str(data_dir), "--protected-mode", "yes"],
                             stdout=log_file.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -159,13 +163,16 @@ def weed_executable() -> str:
 
 
 def start_s3(data_dir: Path, port: int = 0, access_key: str | None = None, secret_key: str | None = None,
-             timeout: float = 60.0) -> Server:
+             timeout: float = 60.0, ports: list[int] | None = None) -> Server:
     """SeaweedFS ``weed mini`` (master, volume, filer, S3) on 127.0.0.1, every
     port free (or ``port`` for S3), credentials passed as AWS_ACCESS_KEY_ID /
-    AWS_SECRET_ACCESS_KEY in its environment. Raises ClusterError."""
+    AWS_SECRET_ACCESS_KEY in its environment. ``ports``: the ten ports of an
+    earlier start (``Server.ports``), to start it again as it was.
+    Raises ClusterError."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(10)
+    ports = list(ports) if ports else free_ports(10)
     s3_port = port or ports[0]
+    ports[0] = s3_port
     args = [weed_executable(), "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
             f"-s3.port={s3_port}", f"-s3.port.grpc={ports[1]}", f"-master.port={ports[2]}",
             f"-master.port.grpc={ports[3]}", f"-volume.port={ports[4]}", f"-volume.port.grpc={ports[5]}",
@@ -191,7 +198,7 @@ def start_s3(data_dir: Path, port: int = 0, access_key: str | None = None, secre
         return True
 
     wait_for(up, timeout, f"weed mini (S3 on port {s3_port})", proc, log_file)
-    return Server("s3", proc, url, log_file)
+    return Server("s3", proc, url, log_file, ports)
 
 
 # --- workers ---------------------------------------------------------------

@@ -88,6 +88,10 @@ class JobStore:
                            "skipped": st.skipped}
         return result
 
+    def known(self, job: str) -> bool:
+        """Whether Redis holds this job's state."""
+        return bool(self.redis.exists(self.k(job, "meta")))
+
     def meta(self, job: str) -> dict:
         raw = self.redis.hgetall(self.k(job, "meta"))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
@@ -151,9 +155,6 @@ class JobStore:
 
     def drop_lines(self, job: str, batch: int) -> None:
         self.redis.delete(self.k(job, f"lines:{batch}"))
-
-    def wrote_output(self, job: str, image: str) -> None:
-        self.redis.hincrby(self.k(job, "writes"), image, 1)
 
     def counts(self, job: str) -> dict[str, int]:
         raw = self.redis.hgetall(self.k(job, "counts"))
@@ -272,6 +273,13 @@ def last_task_key(hostname: str) -> str:
     """The id of the last task a worker process finished (its acknowledgement
     may still be on its way when the process dies)."""
     return f"retouch:worker:{hostname}:last"
+
+
+def received_task_key(hostname: str) -> str:
+    """The id of the last task message a worker process received (set before
+    the task runs: a process killed between receiving a message and marking
+    its task current still has it put back)."""
+    return f"retouch:worker:{hostname}:received"
 
 
 QUEUES_KEY = "retouch:queues:"   # + supervisor id -> JSON list of the queues its workers consume

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(2100, description="seconds before a task's worker is killed")
     max_deliveries: int = Field(3, description="deliveries of one task (worker lost mid-task) before its image fails")
     task_max_retries: int = Field(5, description="retries of a task on transient storage/broker errors")
+    redis_outage_seconds: int = Field(60, description="seconds a worker keeps retrying a Redis command (bookkeeping, "
+                                                      "next task, acknowledgement) while Redis restarts; 0: no retry")
     batch_size: int = Field(100, description="images per chord batch when submitting a job")
     beat_lock_timeout: int = Field(30, description="seconds a standby `retouch beat` waits after the active one "
                                                    "dies before it takes over the schedule (redbeat's lock)")

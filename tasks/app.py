@@ -19,6 +19,7 @@ from celery.backends.redis import RedisBackend
 
 from monitoring import celery_signals
 from orchestration.settings import Settings
+from tasks import broker
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,13 @@ class JobResultBackend(RedisBackend):
     """The Redis result backend, minus the client-side subscription to every
     sent task's result: nothing in retouch waits on task results (jobs are
     followed through their Redis counters), and a submit of a million images
-    must not hold a million pub/sub subscriptions."""
+    must not hold a million pub/sub subscriptions. Its commands (a chord's
+    count included) wait out a Redis restart (``tasks.broker``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        outage = self.app.conf.result_backend_transport_options.get("outage_seconds", 0)
+        self.connparams.update(broker.retry_params(outage))
 
     def on_task_call(self, producer, task_id):
         pass
@@ -49,9 +56,18 @@ def config(settings: Settings) -> dict:
         "unacked_restore_interval": settings.unacked_restore_interval,
         # scan for abandoned messages on every sweep, not every tenth
         "unacked_restore_throttle": 1,
+        # publish, acknowledge and restore wait out a Redis restart (tasks.broker)
+        "outage_seconds": settings.redis_outage_seconds,
     }
+    outage = settings.redis_outage_seconds
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": (f"{broker.__name__}:Transport" if settings.redis_url.startswith(("redis://", "rediss://"))
+                             else None),
+        # the next task of a chain, sent once a task's work is done: retried
+        # (reconnecting) for about as long, not dropped after a second
+        "task_publish_retry_policy": {"max_retries": max(3, int(outage)), "interval_start": 0,
+                                      "interval_step": 0.5, "interval_max": 1},
         "result_backend": _backend_url(settings.backend_url),
         "task_serializer": "json", "result_serializer": "json",
         "accept_content": ["json"], "result_accept_content": ["json"],
@@ -60,7 +76,8 @@ def config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout,
+                                             "outage_seconds": outage},
         "task_soft_time_limit": settings.task_soft_time_limit or None,
         "task_time_limit": settings.task_time_limit,
         "task_default_queue": CPU_QUEUE,
@@ -73,8 +90,12 @@ def config(settings: Settings) -> dict:
     }
 
 
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
 def _backend_url(url: str) -> str:
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if _is_redis(url):
         return f"{__name__}:JobResultBackend+{url}"
     return url
 

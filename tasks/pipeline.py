@@ -69,8 +69,12 @@ def _count_delivery(rt: Runtime, task, name: str) -> int:
     return n
 
 
-def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = None) -> None:
-    """What each worker is doing now (``retouch:worker:<host>:current``), for status and tests."""
+def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = None, *, image: str | None = None,
+                  job_id: str | None = None) -> None:
+    """What each worker is doing now (``retouch:worker:<host>:current``), for
+    status, tests and its supervisor (which puts a dead worker's tasks back)."""
+    if task.request.id is None:   # called in process, not from a worker
+        return
     key = current_task_key(task.request.hostname)
     if stage is None:
         pipe = rt.redis.pipeline()
@@ -80,8 +84,19 @@ def _mark_current(rt: Runtime, task, stage: str | None, job: ImageJob | None = N
         pipe.set(last_task_key(task.request.hostname), task.request.id, ex=_marker_ttl(rt))
         pipe.execute()
     else:
-        rt.redis.set(key, json.dumps({"task": stage, "id": task.request.id, "image": job.key, "job": job.job,
-                                      "since": time.time()}), ex=rt.settings.task_time_limit + 60)
+        rt.redis.set(key, json.dumps({"task": stage, "id": task.request.id, "image": job.key if job else image,
+                                      "job": job.job if job else job_id, "since": time.time()}),
+                     ex=rt.settings.task_time_limit + 60)
+
+
+def _vanished(store: JobStore, job: str, what: str) -> bool:
+    """A job whose state is gone from Redis (a Redis restarted without
+    persistence, or state expired): said loudly, never processed silently."""
+    if store.known(job):
+        return False
+    log.error("job %s: its state is gone from Redis (did Redis restart without persistence? run it with "
+              "appendonly yes); %s dropped, resubmit the job", job, what)
+    return True
 
 
 @shared_task(name="retouch.stages", bind=True, max_retries=None, ignore_result=True)
@@ -97,6 +112,8 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
         return {**message, "status": "failed", "error": str(exc)}
     if job.done:
         return job.to_message()
+    if _vanished(JobStore(rt.redis), job.job, f"{job.key} {'+'.join(names)}"):
+        return job.fail(f"job {job.job}: its state is gone from Redis").to_message()
     if JobStore(rt.redis).cancelled(job.job):  # DELETE /v1/jobs/<id>: drain without computing
         return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
@@ -183,6 +200,14 @@ def _begin(rt: Runtime, job: ImageJob) -> None:
     if meta is None:
         return
     if meta.get("retouch-fingerprint") == job.fingerprint and meta.get("retouch-input-etag") == job.etag:
+        if meta.get("retouch-job") == job.job:
+            # this job wrote it: a chain that ran again (a message restored after a
+            # lost worker or a Redis restart) finds its own work. The image is
+            # "ok", not "skipped", once its record is there too (else it is
+            # computed again, and the conditional writes keep the first output)
+            if rt.storage.head(job.out_bucket, job.out_key + ".json") is not None:
+                job.status, job.output, job.record_key = "ok", job.out_url, job.out_key + ".json"
+            return
         job.status, job.output = "skipped", job.out_url
         return
     job.fail(f"output {job.out_url} exists from other settings or another input (fingerprint "
@@ -224,20 +249,19 @@ def _write_output(rt: Runtime, job: ImageJob, original: Image, data: bytes, pixe
     record["lineage"] = _lineage(rt, job, record, record["input"]["sha256"])
     job.revision = record["lineage"]["fingerprint"]
     mime = MIME.get(fmt, "application/octet-stream")
+    # the conditional writes are the proof of "written once" (a count kept next
+    # to them in Redis could not be exact: a worker can die between the two)
     if job.revise and not job.force:
         # a new version on a versioned bucket, written once per (output, fingerprint): a redelivered
         # task finds its revision already on top and writes nothing
-        meta = _metadata(job, record)
-        if rt.storage.put_revision(job.out_bucket, job.out_key, out_bytes, meta, mime, job.revision):
-            JobStore(rt.redis).wrote_output(job.job, job.key)
+        rt.storage.put_revision(job.out_bucket, job.out_key, out_bytes, _metadata(job, record), mime, job.revision)
         rt.storage.put_revision(job.out_bucket, job.out_key + ".json", rt.storage.json_bytes(record),
                                 {"retouch-fingerprint": job.fingerprint, "retouch-revision": job.revision},
                                 "application/json", job.revision)
         job.status, job.output, job.record_key = "ok", job.out_url, job.out_key + ".json"
         return
-    if rt.storage.put(job.out_bucket, job.out_key, out_bytes, _metadata(job, record), mime, overwrite=job.force):
-        JobStore(rt.redis).wrote_output(job.job, job.key)
-    else:  # already there: a redelivered task wrote it, or another writer did
+    if not rt.storage.put(job.out_bucket, job.out_key, out_bytes, _metadata(job, record), mime, overwrite=job.force):
+        # already there: a redelivered task wrote it, or another writer did
         meta = rt.storage.head(job.out_bucket, job.out_key) or {}
         if meta.get("retouch-fingerprint") != job.fingerprint or meta.get("retouch-input-etag") != job.etag:
             raise RetouchError(f"output {job.out_url} was written meanwhile with other settings")
@@ -258,8 +282,21 @@ def finish(self, message: dict) -> dict:
         return _finish_unreadable(rt, message, str(exc))
     if job.status == "pending":
         job.fail("chain ended without an output")
+    store = JobStore(rt.redis)
+    if _vanished(store, job.job, f"the result of {job.key} ({job.status})"):
+        return {"key": job.key, "status": job.status}
+    # held until acknowledged: if this process dies, its supervisor puts it back
+    _mark_current(rt, self, "finish", job)
+    _count_delivery(rt, self, "finish")
     try:
-        store = JobStore(rt.redis)
+        line = _finish(rt, self, store, job)
+    finally:
+        _mark_current(rt, self, None)
+    return line
+
+
+def _finish(rt: Runtime, task, store: JobStore, job: ImageJob) -> dict:
+    try:
         first = store.finished(job.job, job.key, job.status)
         if first:
             rt.metrics.image_finished(job.status)
@@ -271,8 +308,8 @@ def finish(self, message: dict) -> dict:
         if transient:
             rt.storage.delete(job.out_bucket, transient)
     except Exception as exc:
-        if _transient(exc) and self.request.retries < rt.settings.task_max_retries:
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries))
+        if _transient(exc) and task.request.retries < rt.settings.task_max_retries:
+            raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
         raise
     out = lambda key: f"s3://{job.out_bucket}/{key}"  # noqa: E731
     line = {
@@ -314,15 +351,23 @@ def batch_done(self, results: list, job: str, batch: int, keys: list[str] | None
     missing after every possible redelivery is recorded as lost, so the job
     still ends); the last batch of a sealed job writes the manifest and summary."""
     rt = runtime()
+    _mark_current(rt, self, "batch_done", job_id=job)
+    try:
+        return _batch_done(rt, self, job, batch, keys)
+    finally:
+        _mark_current(rt, self, None)
+
+
+def _batch_done(rt: Runtime, task, job: str, batch: int, keys: list[str]) -> dict:
     store = JobStore(rt.redis)
     if keys is None:  # submitted by a version that stores the batch's keys in Redis
         keys = store.batch_keys(job, batch)
     lines = store.batch_lines(job, batch)
     missing = [k for k in keys if k not in lines]
     patience = rt.settings.visibility_timeout * (rt.settings.max_deliveries + 1)
-    if missing and self.request.retries * 2 < patience:
+    if missing and task.request.retries * 2 < patience:
         log.warning("job %s batch %d: %d images not finished yet; waiting", job, batch, len(missing))
-        raise self.retry(countdown=2)
+        raise task.retry(countdown=2)
     meta = store.meta(job)
     src, out = parse_url(meta["input"]), parse_url(meta["output"])
     for key in missing:
@@ -345,7 +390,11 @@ def batch_done(self, results: list, job: str, batch: int, keys: list[str] | None
 def finalize_job(self, job: str) -> dict:
     """The job summary: manifest and summary.json (when submit sealed the job last)."""
     rt = runtime()
-    return write_manifest(rt.storage, JobStore(rt.redis), job)
+    _mark_current(rt, self, "finalize_job", job_id=job)
+    try:
+        return write_manifest(rt.storage, JobStore(rt.redis), job)
+    finally:
+        _mark_current(rt, self, None)
 
 
 __all__ = ["run_stages", "finish", "batch_done", "finalize_job"]

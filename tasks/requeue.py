@@ -8,24 +8,27 @@ child die at once, and the child left in Redis the id of the task it was
 running (``current``) and of the last one it ran (``last``, whose
 acknowledgement may not have been sent yet). :func:`requeue_held` finds those
 messages among the unacknowledged ones and restores them with kombu's own
-restore (the message is flagged ``redelivered`` and goes to the head of its
-queue); one already acknowledged is simply not there.
+restore (the message is flagged ``redelivered`` and goes to the end of its
+queue that is consumed next); one already acknowledged is simply not there. While Redis is down
+(restarting), the restore waits for it, up to ``patience`` seconds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 
 from celery import Celery
 
-from orchestration.jobs import current_task_key, last_task_key
+from orchestration.jobs import current_task_key, last_task_key, received_task_key
 
 log = logging.getLogger(__name__)
 
 
 def held_task_ids(client, hostname: str) -> list[str]:
-    """The ids of the tasks a worker process was running or had just run."""
+    """The ids of the tasks a worker process was running, had just run, or
+    had just received."""
     ids = []
     current = client.get(current_task_key(hostname))
     if current:
@@ -33,15 +36,49 @@ def held_task_ids(client, hostname: str) -> list[str]:
             ids.append(json.loads(current)["id"])
         except (ValueError, KeyError, TypeError):
             pass
-    last = client.get(last_task_key(hostname))
-    if last:
-        ids.append(last.decode())
+    for key in (last_task_key(hostname), received_task_key(hostname)):
+        value = client.get(key)
+        if value:
+            ids.append(value.decode())
     return list(dict.fromkeys(ids))
 
 
-def requeue_held(app: Celery, hostname: str) -> list[str]:
+def held_keys(hostname: str) -> list[str]:
+    """The keys naming what a worker process holds: cleared once it is dead
+    and its messages are back (its restarted successor reuses the name)."""
+    return [current_task_key(hostname), last_task_key(hostname), received_task_key(hostname)]
+
+
+
+def requeue_held(app: Celery, hostname: str, patience: float = 60.0) -> list[str]:
     """Restore to their queues the unacknowledged messages of the tasks the
-    dead worker process ``hostname`` held; returns their task ids."""
+    dead worker process ``hostname`` held; returns their task ids. While
+    Redis is unreachable, tries again (backoff up to 2 s) for ``patience``
+    seconds, then raises the connection error."""
+    deadline, wait, warned = time.monotonic() + patience, 0.1, False
+    while True:
+        try:
+            return _requeue_held(app, hostname)
+        except Exception as exc:
+            if not _connection_error(exc) or time.monotonic() + wait > deadline:
+                raise
+            if not warned:
+                log.warning("worker %s died while Redis is unreachable (%s); restoring its messages once "
+                            "Redis is back (up to %.0fs)", hostname, exc, patience)
+                warned = True
+            time.sleep(wait)
+            wait = min(2.0, wait * 2)
+
+
+def _connection_error(exc: Exception) -> bool:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError,
+                            TimeoutError))
+
+
+def _requeue_held(app: Celery, hostname: str) -> list[str]:
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         client = channel.client
@@ -58,6 +95,10 @@ def requeue_held(app: Celery, hostname: str) -> list[str]:
             if task_id in ids:
                 tags[tag.decode() if isinstance(tag, bytes) else tag] = task_id
         for tag, task_id in tags.items():
-            channel.qos.restore_by_tag(tag, leftmost=True)
+            # kombu publishes with LPUSH and consumes with BRPOP: the right end
+            # is the next to be consumed (leftmost=True would put it last)
+            channel.qos.restore_by_tag(tag, leftmost=False)
             log.warning("worker %s died holding task %s: put back on its queue now", hostname, task_id)
+        for task_id in sorted(ids - set(tags.values())):
+            log.info("worker %s died after task %s was acknowledged: nothing to put back", hostname, task_id)
         return sorted(tags.values())

@@ -16,6 +16,7 @@ import redis
 from monitoring.metrics import Metrics, process_metrics
 from orchestration.settings import Settings, load_settings
 from orchestration.storage import Storage
+from tasks.broker import redis_client
 from worker.pipeline.cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ def runtime() -> Runtime:
         metrics = process_metrics()
         device = _options.device if _options.device != "auto" else settings.device
         cache = ModelCache(device=device, model_dir=settings.model_dir, on_load=metrics.model_loaded)
-        _runtime = Runtime(settings, Storage.from_settings(settings), redis.Redis.from_url(settings.redis_url),
-                           cache, metrics, _options)
+        # bookkeeping waits out a Redis restart instead of failing finished work
+        client = redis_client(settings.redis_url, settings.redis_outage_seconds)
+        _runtime = Runtime(settings, Storage.from_settings(settings), client, cache, metrics, _options)
         _pid = os.getpid()
         log.info("worker runtime ready (pid %s, device %s)", _pid, device)
     return _runtime

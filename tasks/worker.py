@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure(settings, runtime.WorkerOptions(device=args.device, enforce_limits=args.pool != "prefork",
                                                       hostname=args.hostname))
     app = make_app(settings)
+    # each task message this process takes is noted under its name (tasks.broker),
+    # so that its supervisor can put it back if the process dies (tasks.requeue)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "holder": args.hostname}
     app.worker_main(["worker", "-Q", args.queues, "-P", args.pool, "-c", str(args.concurrency),
                      "-n", args.hostname, "-l", args.loglevel, "--without-gossip", "--without-mingle"])
     return 0

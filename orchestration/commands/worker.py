@@ -12,11 +12,12 @@ import redis
 
 from monitoring.metrics import mark_process_dead, prepare_multiprocess_dir, start_metrics_server
 from orchestration.cluster import Supervisor, worker_specs
-from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues, current_task_key
+from orchestration.jobs import QUEUES_KEY, JobStore, announce_queues
 from orchestration.settings import SettingsError, load_settings
 from tasks.app import config, make_app
 from tasks import schedules
-from tasks.requeue import requeue_held
+from tasks.broker import RestartWatch, persists, redis_client
+from tasks.requeue import held_keys, requeue_held
 from worker import threads
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,15 @@ def run(args) -> int:
     on_exit = None
     if args.metrics_port:
         on_exit = _start_metrics(args, settings, specs)
-    bookkeeping = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    bookkeeping = redis_client(settings.redis_url, settings.redis_outage_seconds, socket_timeout=5)
     app = make_app(settings)
 
     def on_death(hostname: str) -> None:
         # the messages a dead child held go back to their queues now, not after
         # the visibility timeout; then it is doing nothing (its restarted
         # successor reuses the name, and the key would outlive it)
-        requeue_held(app, hostname)
-        bookkeeping.delete(current_task_key(hostname))
+        requeue_held(app, hostname, patience=settings.redis_outage_seconds)
+        bookkeeping.delete(*held_keys(hostname))
 
     supervisor = Supervisor(specs, loglevel=args.loglevel, on_exit=on_exit, on_death=on_death)
 
@@ -91,6 +92,7 @@ def run(args) -> int:
           + f"; {per_process} threads per process ({cores} usable cores, {len(specs)} processes"
           + (", set by --threads/RETOUCH_THREADS)" if settings.threads else ")"), flush=True)
     announcer = _Announcer(settings.redis_url, supervisor.tag, sorted({q for s in specs for q in s.queues}))
+    _warn_if_volatile(announcer.redis)
     try:
         while not stop:
             supervisor.poll()
@@ -104,6 +106,16 @@ def run(args) -> int:
     return 0
 
 
+def _warn_if_volatile(client) -> None:
+    try:
+        volatile = persists(client) is False
+    except redis.RedisError:  # not reachable yet: the workers wait for it
+        return
+    if volatile:
+        log.warning("Redis does not persist (no append-only file, no save points): a restart erases every job; "
+                    "run it with appendonly yes (docs/cluster.md)")
+
+
 class _Announcer:
     """Tells `retouch submit` which queues this machine serves (a Redis key with a TTL)."""
 
@@ -111,6 +123,7 @@ class _Announcer:
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.name = f"{socket.gethostname()}.{tag}"
         self.queues, self.every, self.last = queues, every, 0.0
+        self.restarts = RestartWatch(self.redis)   # a Redis restart is reported, never silent
 
     def maybe_announce(self) -> None:
         if time.monotonic() - self.last < self.every:
@@ -118,6 +131,9 @@ class _Announcer:
         try:
             announce_queues(self.redis, self.name, self.queues)
             self.last = time.monotonic()
+            said = self.restarts.check()
+            if said:
+                (log.error if "without persistence" in said else log.warning)("%s", said)
         except Exception as exc:  # the broker may be down for a while; the workers retry on their own
             log.warning("could not announce queues to Redis: %s", exc)
             self.last = time.monotonic()

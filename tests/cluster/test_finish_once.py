@@ -36,6 +36,7 @@ def test_a_repeated_finish_never_downgrades_the_line_that_counted(cluster_env, b
                         s3_secret_access_key=cluster_env["AWS_SECRET_ACCESS_KEY"], device="cpu")
     runtime.configure(settings, runtime.WorkerOptions(device="cpu"))
     store = JobStore(redis.Redis.from_url(settings.redis_url))
+    store.create("j1", {"created": 0})
     assert finish(_message(bucket, "ok")) == {"key": "in/a.jpg", "status": "ok"}
     finish(_message(bucket, "skipped"))      # the same image's chain, run again
     lines = {k: json.loads(v) for k, v in store.batch_lines("j1", 0).items()}
@@ -49,6 +50,21 @@ def test_a_repeated_finish_never_downgrades_the_line_that_counted(cluster_env, b
     line = json.loads(store.batch_lines("j1", 0)["in/a.jpg"])
     assert line["status"] == "ok" and line["record"].endswith("out/a.jpg.json")
     assert store.counts("j1").get("ok") == 1 and not store.counts("j1").get("skipped")
+
+
+def test_a_job_whose_state_vanished_is_reported_not_recorded(cluster_env, bucket, caplog):
+    """Redis restarted without persistence: the job's state is gone. Its
+    finish says so in the log and writes nothing into the empty Redis."""
+    settings = Settings(_env_file=None, redis_url=cluster_env["RETOUCH_REDIS_URL"],
+                        s3_endpoint_url=cluster_env["RETOUCH_S3_ENDPOINT_URL"],
+                        s3_access_key_id=cluster_env["AWS_ACCESS_KEY_ID"],
+                        s3_secret_access_key=cluster_env["AWS_SECRET_ACCESS_KEY"], device="cpu")
+    runtime.configure(settings, runtime.WorkerOptions(device="cpu"))
+    client = redis.Redis.from_url(settings.redis_url)
+    with caplog.at_level("ERROR"):
+        finish(_message(bucket, "ok"))
+    assert "job j1: its state is gone from Redis" in caplog.text
+    assert list(client.scan_iter("retouch:job:j1:*")) == []
 
 
 def test_redis_started_by_retouch_keeps_its_data_across_a_restart(tmp_path):

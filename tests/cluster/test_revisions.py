@@ -226,8 +226,6 @@ def test_worker_killed_during_reprocess_leaves_one_new_version_each(cluster_env,
     for key in outputs:
         assert len(_versions(s3, bucket, key)) == 2, key           # exactly one new version each
         assert len(_versions(s3, bucket, key + ".json")) == 2, key
-    writes = {k.decode(): int(v) for k, v in r.hgetall(f"retouch:job:{job}:writes").items()}
-    assert writes == {f"in/{n}": 1 for n in photos}
 
     # the same revision written again (a redelivered finish) never makes a version
     settings = Settings(_env_file=None, s3_endpoint_url=env["RETOUCH_S3_ENDPOINT_URL"],
