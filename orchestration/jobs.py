@@ -275,6 +275,17 @@ def last_task_key(hostname: str) -> str:
     return f"retouch:worker:{hostname}:last"
 
 
+def lost_task_key(task_id: str, retries: int = 0) -> str:
+    """How many times a task message was put back because its worker process
+    died holding it (counted by the supervisor's requeue): what the delivery
+    cap counts, so redeliveries with another cause (a consumer reconnecting
+    after a Redis restart) do not fail an image."""
+    return f"retouch:lost:{task_id}:{retries}"
+
+
+LOST_TTL = 7 * 24 * 3600  # past any redelivery of the message
+
+
 def received_task_key(hostname: str) -> str:
     """The id of the last task message a worker process received (set before
     the task runs: a process killed between receiving a message and marking

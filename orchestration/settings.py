@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(1800, description="seconds before a task is asked to stop (fails its image); "
                                                         "0: none")
     task_time_limit: int = Field(2100, description="seconds before a task's worker is killed")
-    max_deliveries: int = Field(3, description="deliveries of one task (worker lost mid-task) before its image fails")
+    max_deliveries: int = Field(3, description="times a task's worker may die holding it (its message put back) before its image fails")
     task_max_retries: int = Field(5, description="retries of a task on transient storage/broker errors")
     redis_outage_seconds: int = Field(60, description="seconds a worker keeps retrying a Redis command (bookkeeping, "
                                                       "next task, acknowledgement) while Redis restarts; 0: no retry")

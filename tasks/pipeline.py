@@ -28,7 +28,7 @@ import redis
 from celery import shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from orchestration.jobs import JobStore, current_task_key, last_task_key, write_manifest, write_part
+from orchestration.jobs import JobStore, current_task_key, last_task_key, lost_task_key, write_manifest, write_part
 from orchestration.storage import is_transient, parse_url, validate_key
 from tasks import artifacts, limits
 from tasks.runtime import Runtime, runtime
@@ -118,13 +118,17 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
         return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
     deliveries = _count_delivery(rt, self, label)
+    lost = int(rt.redis.get(lost_task_key(self.request.id, self.request.retries)) or 0)
     if deliveries > 1:
-        log.warning("%s: %s delivered %d times (a worker was lost)", job.key, label, deliveries)
+        log.warning("%s: %s delivered %d times (its worker lost %d times)", job.key, label, deliveries, lost)
     timed_out = f"retouch:timedout:{self.request.id}:{self.request.retries}"
     if deliveries > 1 and rt.redis.exists(timed_out):
         return job.fail(f"{label} exceeded the hard time limit ({rt.settings.task_time_limit}s)").to_message()
-    if deliveries > rt.settings.max_deliveries:
-        return job.fail(f"{label} delivered {deliveries} times, each time its worker was lost; "
+    # the cap counts the deaths of the worker holding the task (a task that
+    # kills its worker every time must not loop); the total is a last resort
+    # for hosts that vanished with their supervisor (visibility timeout)
+    if lost >= rt.settings.max_deliveries or deliveries > 2 * rt.settings.max_deliveries + 1:
+        return job.fail(f"{label} delivered {deliveries} times, its worker lost {lost} times; "
                         "giving up").to_message()
     # work on a copy: a retry re-sends the message's own arguments, which must
     # not carry this attempt's half-made trace

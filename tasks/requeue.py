@@ -21,7 +21,7 @@ import time
 
 from celery import Celery
 
-from orchestration.jobs import current_task_key, last_task_key, received_task_key
+from orchestration.jobs import LOST_TTL, current_task_key, last_task_key, lost_task_key, received_task_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,22 @@ def held_task_ids(client, hostname: str) -> list[str]:
         if value:
             ids.append(value.decode())
     return list(dict.fromkeys(ids))
+
+
+def _running_ids(client, hostname: str) -> set[str]:
+    """The held tasks the worker died *during*: the one it was running, and
+    the message it had just taken unless that is the task it had finished."""
+    ids = set()
+    current = client.get(current_task_key(hostname))
+    if current:
+        try:
+            ids.add(json.loads(current)["id"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    received, last = client.get(received_task_key(hostname)), client.get(last_task_key(hostname))
+    if received and received != last:
+        ids.add(received.decode())
+    return ids
 
 
 def held_keys(hostname: str) -> list[str]:
@@ -85,6 +101,7 @@ def _requeue_held(app: Celery, hostname: str) -> list[str]:
         ids = set(held_task_ids(client, hostname))
         if not ids:
             return []
+        running = _running_ids(client, hostname)
         tags = {}
         for tag, raw in client.hscan_iter(channel.unacked_key):
             try:
@@ -93,12 +110,22 @@ def _requeue_held(app: Celery, hostname: str) -> list[str]:
             except (ValueError, KeyError, IndexError, TypeError):
                 continue
             if task_id in ids:
-                tags[tag.decode() if isinstance(tag, bytes) else tag] = task_id
-        for tag, task_id in tags.items():
+                tags[tag.decode() if isinstance(tag, bytes) else tag] = (task_id, message["headers"].get("retries") or 0)
+        for tag, (task_id, retries) in tags.items():
+            if task_id in running:
+                # a death while the task ran or was about to (counted before the
+                # restore: the delivery cap reads it when the message runs again);
+                # the task that had finished, its acknowledgement still on its
+                # way, did not take its worker down
+                pipe = client.pipeline()
+                pipe.incr(lost_task_key(task_id, retries))
+                pipe.expire(lost_task_key(task_id, retries), LOST_TTL)
+                pipe.execute()
             # kombu publishes with LPUSH and consumes with BRPOP: the right end
             # is the next to be consumed (leftmost=True would put it last)
             channel.qos.restore_by_tag(tag, leftmost=False)
             log.warning("worker %s died holding task %s: put back on its queue now", hostname, task_id)
-        for task_id in sorted(ids - set(tags.values())):
+        restored = {task_id for task_id, _ in tags.values()}
+        for task_id in sorted(ids - restored):
             log.info("worker %s died after task %s was acknowledged: nothing to put back", hostname, task_id)
-        return sorted(tags.values())
+        return sorted(restored)

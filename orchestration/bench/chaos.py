@@ -219,18 +219,35 @@ class Chaos:
     def deliveries(self, task_id: str) -> int:
         return sum(int(self.r.get(k) or 0) for k in self.r.scan_iter(f"retouch:delivery:{task_id}:*"))
 
+    def lost_at_least(self, times: int) -> set[str]:
+        """Task ids whose worker died holding them ``times`` times or more
+        (the supervisors' counter, ``lost_task_key``), waiting out a Redis restart."""
+        for _ in range(3):
+            try:
+                return {k.decode().split(":")[2] for k in self.r.scan_iter("retouch:lost:*")
+                        if int(self.r.get(k) or 0) >= times}
+            except redis.RedisError:
+                wait_for(lambda: self.r.ping(), 60, "Redis to read the lost counters")
+        raise RuntimeError("Redis kept failing while reading the lost counters")
+
 
 # --- the faults --------------------------------------------------------------
 
-def _kill_tree(proc) -> None:
+def _kill_tree(proc) -> bool:
+    """SIGKILL ``proc`` and its descendants; False when it was already gone
+    (it exited between being chosen and the kill)."""
     import psutil
 
-    victims = [proc] + proc.children(recursive=True)
+    try:
+        victims = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
     for p in victims:
         try:
             p.send_signal(signal.SIGKILL)
         except psutil.Error:
             pass
+    return True
 
 
 def _victim(chaos: Chaos, n: int, min_age: float = 10.0, timeout: float = 30.0):
@@ -264,16 +281,19 @@ def _await_event(chaos: Chaos, pattern: str, until: float, accept) -> str | None
         pubsub.close()
 
 
-def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice: set[str], window: float) -> Kill:
+def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, window: float) -> Kill:
     """Wait (up to ``window`` s) for the moment ``kind`` names, then SIGKILL
     the worker's tree: ``mid-task`` somewhere inside a stage; ``task-end``
     as a task marks itself done (its acknowledgement still to come);
-    ``finish`` inside a finish task. A task already killed twice (``twice``)
-    is spared: a third loss fails its image by design (max_deliveries 3)."""
+    ``finish`` inside a finish task. A task whose worker was already lost
+    twice is spared: a third loss fails its image by design (max_deliveries
+    3). The counters are read at each decision, not when the wait starts: the
+    supervisor counts a loss a moment after the previous kill."""
     # while Redis restarts nothing can be seen: wait for it (bounded)
     wait_for(lambda: chaos.r.ping(), 60, "Redis before a kill")
     host, proc = _victim(chaos, n, min_age=5.0)
     until = time.monotonic() + window
+    twice = chaos.lost_at_least(2)
     doing = "idle"
     try:
         if kind == "mid-task":
@@ -295,6 +315,7 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
             taken = chaos.r.get(f"retouch:worker:{h}:received")
             return {(chaos.current(h) or {}).get("id"), taken.decode() if taken else None} - {None}
 
+        twice = chaos.lost_at_least(2)
         if holds(host) & twice:   # spare it: kill the other worker, or wait for another task
             spare_until = time.monotonic() + 30
             while time.monotonic() < spare_until:
@@ -314,9 +335,10 @@ def _kill(chaos: Chaos, n: int, kind: str, t0: float, rng: random.Random, twice:
         held = {}
         wait_for(lambda: chaos.r.ping(), 60, "Redis before a kill")
         taken = chaos.r.get(f"retouch:worker:{host}:received")
-        if {(chaos.current(host) or {}).get("id"), taken.decode() if taken else None} & twice:
-            return _kill(chaos, n, "mid-task", t0, rng, twice, window)
-    _kill_tree(proc)
+        if {(chaos.current(host) or {}).get("id"), taken.decode() if taken else None} & chaos.lost_at_least(2):
+            return _kill(chaos, n, "mid-task", t0, rng, window)
+    if not _kill_tree(proc):   # it exited meanwhile: choose again
+        return _kill(chaos, n, kind, t0, rng, window)
     return Kill(n, kind, round(time.monotonic() - t0, 1), host, doing, held, killed_at=time.monotonic())
 
 
@@ -388,10 +410,9 @@ def faulted_run(chaos: Chaos, args, fault_free: float, ops: str) -> dict:
             time.sleep(0.05)
         if chaos.finished(job):
             break
-        # tasks already put back twice (the supervisors' logs say which) are spared
-        restored = [t for ids in _restored_ids(chaos.logs).values() for t in ids]
-        kills.append(_kill(chaos, n, kind, t0, rng, {t for t in restored if restored.count(t) >= 2},
-                           window=max(3.0, 0.9 * spacing)))
+        # tasks whose worker was already lost twice (the counter the delivery
+        # cap reads) are spared: a third loss fails the image by design
+        kills.append(_kill(chaos, n, kind, t0, rng, window=max(3.0, 0.9 * spacing)))
     timeout = max(240.0, 3 * fault_free + 60)
     while not chaos.finished(job):
         if time.monotonic() - t0 > timeout:
@@ -405,7 +426,7 @@ def faulted_run(chaos: Chaos, args, fault_free: float, ops: str) -> dict:
     watcher.join(timeout=5)
     restored = _restored_ids(chaos.logs)
     for k in kills:
-        k.restored = [t for t in restored.get(k.victim, []) if t in k.held]
+        k.restored = sorted({t for t in restored.get(k.victim, []) if t in k.held})
     return {"job": job, "faulted_s": round(faulted, 1), "finished": chaos.finished(job), "kills": kills,
             "redis": redis_fault, "s3": outage}
 
