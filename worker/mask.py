@@ -689,8 +689,14 @@ def stroke_width(strokes: np.ndarray) -> float:
     """Median stroke width in px: twice the distance to the edge along the skeleton."""
     from skimage.morphology import skeletonize
 
-    if not strokes.any():
+    rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
+    if rows.size == 0:
         return 0.0
+    # on the strokes' box with a one-pixel margin of background: both the
+    # thinning and the distance are local, so the answer is the same
+    y0, y1 = max(0, rows[0] - 1), min(strokes.shape[0], rows[-1] + 2)
+    x0, x1 = max(0, cols[0] - 1), min(strokes.shape[1], cols[-1] + 2)
+    strokes = strokes[y0:y1, x0:x1]
     skeleton = skeletonize(strokes)
     dist = _distance(strokes)
     return float(2.0 * np.median(dist[skeleton])) if skeleton.any() else 0.0

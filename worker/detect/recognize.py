@@ -53,9 +53,15 @@ def is_text(reading: Reading) -> bool:
     return length > max(MIN_SCORE) or reading.score >= MIN_SCORE[length]
 
 
-def line_crop(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
+def to_bgr8(rgb: np.ndarray) -> np.ndarray:
+    """float32 RGB in [0, 1] as the uint8 BGR the recogniser was trained on."""
+    return (np.clip(rgb[:, :, ::-1], 0, 1) * 255).astype(np.uint8)
+
+
+def line_crop(rgb: np.ndarray, region: np.ndarray, bgr8: np.ndarray | None = None) -> np.ndarray:
     """The region's minimum-area rectangle from ``rgb`` (float32 HxWx3, 0-1),
-    rotated upright and longer side horizontal, as uint8 BGR (what the model was trained on)."""
+    rotated upright and longer side horizontal, as uint8 BGR (what the model was
+    trained on). ``bgr8``: ``to_bgr8(rgb)`` when the caller crops several lines."""
     ys, xs = np.nonzero(region)
     points = np.stack([xs, ys], axis=1).astype(np.float32)
     (cx, cy), (w, h), angle = cv2.minAreaRect(points)
@@ -64,7 +70,7 @@ def line_crop(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     w, h = max(2, int(round(w)) + 2), max(2, int(round(h)) + 2)
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     matrix[:, 2] += (w / 2 - cx, h / 2 - cy)  # the rectangle's centre lands in the crop's centre
-    bgr = (np.clip(rgb[:, :, ::-1], 0, 1) * 255).astype(np.uint8)
+    bgr = to_bgr8(rgb) if bgr8 is None else bgr8
     return cv2.warpAffine(bgr, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -93,7 +99,8 @@ class LineReader:
 
     def read_lines(self, rgb: np.ndarray, regions: list[np.ndarray]) -> list[Reading]:
         """Readings of the bool HxW ``regions`` of ``rgb`` (float32 HxWx3 in [0, 1])."""
-        return self.read([line_crop(rgb, region) for region in regions])
+        bgr8 = to_bgr8(rgb) if regions else None  # once per image, not per line
+        return self.read([line_crop(rgb, region, bgr8) for region in regions])
 
     def verdicts(self, rgb: np.ndarray, regions: list[np.ndarray]) -> list[tuple[bool, dict]]:
         """Per region: whether it reads as text (:func:`is_text`), and the reading."""
