@@ -96,6 +96,11 @@ class JobStore:
         raw = self.redis.hgetall(self.k(job, "meta"))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
+    def plan(self, job: str) -> tuple[dict | None, str | None]:
+        """The job's stored plan and its fingerprint; (None, None) when the job's state is gone."""
+        plan, fingerprint = self.redis.hmget(self.k(job, "meta"), ["plan", "fingerprint"])
+        return (json.loads(plan) if plan else None), (json.loads(fingerprint) if fingerprint else None)
+
     def set_meta(self, job: str, **values) -> None:
         self.redis.hset(self.k(job, "meta"), mapping={k: json.dumps(v) for k, v in values.items()})
 

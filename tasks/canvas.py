@@ -22,7 +22,7 @@ from orchestration.jobs import JobStore, artifact_prefix, list_images, output_ke
 from orchestration.storage import Storage, StorageError, overlaps, parse_url
 from tasks.app import CPU_QUEUE
 from worker.pipeline import graph
-from worker.pipeline.job import ImageJob
+from worker.pipeline.job import ImageJob, JobSchemaError
 from worker.pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,26 @@ def image_chain(app: Celery, job: ImageJob):
 def compact_message(job: ImageJob) -> dict:
     """The image job as its first task carries it: the per-image state still at
     its defaults (status, artifacts, trace...) is left out, ``ImageJob.from_message``
-    fills it in again; the schema version and the whole plan always go (a worker
-    of another version must not read the plan with its own defaults)."""
+    fills it in again. The plan, the same for every image of the job, is left
+    out too: it is stored whole once with the job (``JobStore`` meta, defaults
+    included, so a worker of another version never reads it with its own
+    defaults) and the worker puts it back (``with_plan``), checked against the
+    message's fingerprint. The schema version always goes."""
     state = job.model_dump(mode="json", exclude_defaults=True, exclude={"plan"})
-    return {"schema_version": job.schema_version, **state, "plan": job.plan.model_dump(mode="json")}
+    return {"schema_version": job.schema_version, **state}
+
+
+def with_plan(message: dict, plan: dict | None, fingerprint: str | None) -> dict:
+    """A first-task message with its job's stored ``plan`` put back (unchanged
+    when it carries its own, or when the job's state is gone: ``plan`` None).
+    Raises JobSchemaError when the stored plan is not the one the message was
+    made with (its ``fingerprint`` differs)."""
+    if not isinstance(message, dict) or "plan" in message or plan is None:
+        return message
+    if fingerprint != message.get("fingerprint"):
+        raise JobSchemaError(f"s3://{message.get('bucket', '?')}/{message.get('key', '?')}: the task's plan "
+                             f"fingerprint {message.get('fingerprint')} is not its job's ({fingerprint})")
+    return {**message, "plan": plan}
 
 
 def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url: str, plan: Plan, *,
@@ -75,7 +91,7 @@ def submit(app: Celery, storage: Storage, store: JobStore, src_url: str, out_url
     job = job or uuid.uuid4().hex[:12]
     fingerprint = plan.fingerprint()
     heavy = list(queues or []) or [CPU_QUEUE]
-    store.create(job, {"created": time.time(), "input": str(src), "output": str(out), "plan": plan.model_dump(),
+    store.create(job, {"created": time.time(), "input": str(src), "output": str(out), "plan": plan.model_dump(mode="json"),
                        "fingerprint": fingerprint, "sealed": False, "batches": 0, "queues": heavy,
                        "manifest": None, "finished_at": None})
     store.add_queued(job, 0)

@@ -31,6 +31,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from orchestration.jobs import JobStore, current_task_key, last_task_key, lost_task_key, write_manifest, write_part
 from orchestration.storage import is_transient, parse_url, validate_key
 from tasks import artifacts, limits
+from tasks.canvas import with_plan
 from tasks.runtime import Runtime, runtime
 from worker import __version__
 from worker.detect import TextDetector, shipped_model_path
@@ -99,6 +100,25 @@ def _vanished(store: JobStore, job: str, what: str) -> bool:
     return True
 
 
+_PLANS: dict[str, tuple[dict, str]] = {}   # job -> its stored plan and fingerprint, in this process
+
+
+def _job_plan(rt: Runtime, message: dict) -> tuple[dict | None, str | None]:
+    """The plan a first-task message left out (``tasks.canvas.compact_message``):
+    its job's, read from Redis once per job and process (a job's plan never changes)."""
+    if not isinstance(message, dict) or "plan" in message or not isinstance(message.get("job"), str):
+        return None, None
+    job = message["job"]
+    if job not in _PLANS:
+        plan, fingerprint = JobStore(rt.redis).plan(job)
+        if plan is None:
+            return None, None
+        if len(_PLANS) >= 256:   # bounded: long-lived workers see many jobs
+            _PLANS.clear()
+        _PLANS[job] = (plan, fingerprint)
+    return _PLANS[job]
+
+
 @shared_task(name="retouch.stages", bind=True, max_retries=None, ignore_result=True)
 def run_stages(self, message: dict, names: list[str]) -> dict:
     """Run the stages ``names`` (one segment of the graph) on one image job.
@@ -106,10 +126,16 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
     it in the result backend too would cost Redis memory per image)."""
     rt = runtime()
     try:
-        job = ImageJob.from_message(message)
+        job = ImageJob.from_message(with_plan(message, *_job_plan(rt, message)))
     except JobSchemaError as exc:
-        log.error("%s", exc)
-        return {**message, "status": "failed", "error": str(exc)}
+        error = str(exc)
+        if isinstance(message, dict) and "plan" not in message and _vanished(
+                JobStore(rt.redis), str(message.get("job")), f"{message.get('key')} {'+'.join(names)}"):
+            # the plan it left out went with the job's state (reported by _vanished)
+            error = f"s3://{message.get('bucket')}/{message.get('key')}: job {message.get('job')}: its state is gone"
+        else:
+            log.error("%s", error)
+        return {**message, "status": "failed", "error": error}
     if job.done:
         return job.to_message()
     if _vanished(JobStore(rt.redis), job.job, f"{job.key} {'+'.join(names)}"):
