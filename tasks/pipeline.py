@@ -144,7 +144,8 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
         return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
     deliveries = _count_delivery(rt, self, label)
-    lost = int(rt.redis.get(lost_task_key(self.request.id, self.request.retries)) or 0)
+    # a loss is counted before the message goes back: a first delivery has none
+    lost = int(rt.redis.get(lost_task_key(self.request.id, self.request.retries)) or 0) if deliveries > 1 else 0
     if deliveries > 1:
         log.warning("%s: %s delivered %d times (its worker lost %d times)", job.key, label, deliveries, lost)
     timed_out = f"retouch:timedout:{self.request.id}:{self.request.retries}"

@@ -26,36 +26,26 @@ from orchestration.jobs import LOST_TTL, current_task_key, last_task_key, lost_t
 log = logging.getLogger(__name__)
 
 
-def held_task_ids(client, hostname: str) -> list[str]:
-    """The ids of the tasks a worker process was running, had just run, or
-    had just received."""
-    ids = []
-    current = client.get(current_task_key(hostname))
-    if current:
-        try:
-            ids.append(json.loads(current)["id"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    for key in (last_task_key(hostname), received_task_key(hostname)):
-        value = client.get(key)
-        if value:
-            ids.append(value.decode())
-    return list(dict.fromkeys(ids))
+def _worker_keys(client, hostname: str) -> tuple[str | None, str | None, str | None]:
+    """(the task it was running, the last it finished, the last message it
+    took) of a worker process, read in one round trip; None where unset."""
+    current, last, received = client.mget([current_task_key(hostname), last_task_key(hostname),
+                                           received_task_key(hostname)])
+    try:
+        running = json.loads(current)["id"] if current else None
+    except (ValueError, KeyError, TypeError):
+        running = None
+    return running, last.decode() if last else None, received.decode() if received else None
 
 
-def _running_ids(client, hostname: str) -> set[str]:
-    """The held tasks the worker died *during*: the one it was running, and
-    the message it had just taken unless that is the task it had finished."""
-    ids = set()
-    current = client.get(current_task_key(hostname))
-    if current:
-        try:
-            ids.add(json.loads(current)["id"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    received, last = client.get(received_task_key(hostname)), client.get(last_task_key(hostname))
+def _running_ids(keys: tuple[str | None, str | None, str | None]) -> set[str]:
+    """Of a dead worker's ``_worker_keys``, the tasks it died *during*: the one
+    it was running, and the message it had just taken unless that is the task
+    it had finished."""
+    running, last, received = keys
+    ids = {running} - {None}
     if received and received != last:
-        ids.add(received.decode())
+        ids.add(received)
     return ids
 
 
@@ -98,10 +88,11 @@ def _requeue_held(app: Celery, hostname: str) -> list[str]:
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         client = channel.client
-        ids = set(held_task_ids(client, hostname))
+        keys = _worker_keys(client, hostname)
+        ids = set(keys) - {None}
         if not ids:
             return []
-        running = _running_ids(client, hostname)
+        running = _running_ids(keys)
         tags = {}
         for tag, raw in client.hscan_iter(channel.unacked_key):
             try:
