@@ -3,7 +3,8 @@
 ``retouch.stages(message, names)`` gets an image job (``ImageJob`` as JSON),
 runs the named stages of ``worker.pipeline.graph`` on it and returns it
 updated; ``tasks.canvas`` chains one per segment of the plan's stages, then
-``retouch.finish``. Pixels never travel through the broker: a task reads the
+``retouch.finish`` (or the last segment's task finishes the image itself,
+``finish=True``, when both run on the ``cpu`` queue). Pixels never travel through the broker: a task reads the
 original and the artifacts earlier segments stored (``tasks.artifacts``) and
 stores what later segments need; the segment holding the last stage writes
 the output and its JSON record.
@@ -120,11 +121,20 @@ def _job_plan(rt: Runtime, message: dict) -> tuple[dict | None, str | None]:
 
 
 @shared_task(name="retouch.stages", bind=True, max_retries=None, ignore_result=True)
-def run_stages(self, message: dict, names: list[str]) -> dict:
+def run_stages(self, message: dict, names: list[str], finish: bool = False) -> dict:
     """Run the stages ``names`` (one segment of the graph) on one image job.
     The next task gets the returned job through the chain's message (storing
-    it in the result backend too would cost Redis memory per image)."""
+    it in the result backend too would cost Redis memory per image). With
+    ``finish`` (the last segment runs on finish's queue: ``tasks.canvas``),
+    the image is finished in this task too and the chord gets finish's result
+    (a chord counts its members' results whether they are stored or not)."""
     rt = runtime()
+    out = _stages(rt, self, message, names)
+    return _end(rt, self, out, counted=True) if finish else out
+
+
+def _stages(rt: Runtime, task, message: dict, names: list[str]) -> dict:
+    """:func:`run_stages`' work: the job after the segment, as a message."""
     try:
         job = ImageJob.from_message(with_plan(message, *_job_plan(rt, message)))
     except JobSchemaError as exc:
@@ -143,12 +153,12 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
     if JobStore(rt.redis).cancelled(job.job):  # DELETE /v1/jobs/<id>: drain without computing
         return job.fail(f"job {job.job} was cancelled").to_message()
     label = "+".join(names)
-    deliveries = _count_delivery(rt, self, label)
+    deliveries = _count_delivery(rt, task, label)
     # a loss is counted before the message goes back: a first delivery has none
-    lost = int(rt.redis.get(lost_task_key(self.request.id, self.request.retries)) or 0) if deliveries > 1 else 0
+    lost = int(rt.redis.get(lost_task_key(task.request.id, task.request.retries)) or 0) if deliveries > 1 else 0
     if deliveries > 1:
         log.warning("%s: %s delivered %d times (its worker lost %d times)", job.key, label, deliveries, lost)
-    timed_out = f"retouch:timedout:{self.request.id}:{self.request.retries}"
+    timed_out = f"retouch:timedout:{task.request.id}:{task.request.retries}"
     if deliveries > 1 and rt.redis.exists(timed_out):
         return job.fail(f"{label} exceeded the hard time limit ({rt.settings.task_time_limit}s)").to_message()
     # the cap counts the deaths of the worker holding the task (a task that
@@ -165,22 +175,22 @@ def run_stages(self, message: dict, names: list[str]) -> dict:
         with limits.enforced(rt.settings.task_soft_time_limit, rt.settings.task_time_limit,
                              f"{job.key} {label}", enabled=rt.options.enforce_limits,
                              before_kill=lambda: rt.redis.set(timed_out, 1, ex=_marker_ttl(rt))):
-            _run_segment(rt, self, work, [graph.get(n) for n in names])
+            _run_segment(rt, task, work, [graph.get(n) for n in names])
     except Retry:
         raise
     except SoftTimeLimitExceeded:
         work.fail(f"{label} exceeded the soft time limit ({rt.settings.task_soft_time_limit}s)")
     except Exception as exc:
-        if _transient(exc) and self.request.retries < rt.settings.task_max_retries:
+        if _transient(exc) and task.request.retries < rt.settings.task_max_retries:
             log.warning("%s: %s: transient error, retrying: %s", job.key, label, exc)
-            raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries))
+            raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
         if isinstance(exc, RetouchError):
             work.fail(str(exc))
         else:
             log.exception("%s: %s failed", job.key, label)
             work.fail(f"{type(exc).__name__}: {exc}")
     finally:
-        _mark_current(rt, self, None)
+        _mark_current(rt, task, None)
     work.task_seconds[label] = round(time.perf_counter() - start, 4)
     return work.to_message()
 
@@ -306,7 +316,12 @@ def _write_output(rt: Runtime, job: ImageJob, original: Image, data: bytes, pixe
 def finish(self, message: dict) -> dict:
     """End of an image's chain: record its final status once (job counts and
     metrics), drop the transient artifacts, store its manifest line for the batch."""
-    rt = runtime()
+    return _end(runtime(), self, message)
+
+
+def _end(rt: Runtime, task, message: dict, counted: bool = False) -> dict:
+    """:func:`finish`'s work, in its own task or (``counted``: this delivery
+    is counted already) at the end of the last segment's."""
     try:
         job = ImageJob.from_message(message)
     except JobSchemaError as exc:
@@ -317,12 +332,13 @@ def finish(self, message: dict) -> dict:
     if _vanished(store, job.job, f"the result of {job.key} ({job.status})"):
         return {"key": job.key, "status": job.status}
     # held until acknowledged: if this process dies, its supervisor puts it back
-    _mark_current(rt, self, "finish", job)
-    _count_delivery(rt, self, "finish")
+    _mark_current(rt, task, "finish", job)
+    if not counted:
+        _count_delivery(rt, task, "finish")
     try:
-        line = _finish(rt, self, store, job)
+        line = _finish(rt, task, store, job)
     finally:
-        _mark_current(rt, self, None)
+        _mark_current(rt, task, None)
     return line
 
 
