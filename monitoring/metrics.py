@@ -97,6 +97,10 @@ class Metrics:
         self.redeliveries = Counter(
             "task_redeliveries", "Celery task messages delivered again after a worker lost them "
             "(visibility timeout or restart)", ["task"], namespace=ns, registry=registry)
+        self.readahead = Counter(
+            "input_readahead", "Inputs fetched while the previous image computed, by what became of them: "
+            "hit (its task used them), miss (the task read its input itself), changed (the object changed "
+            "meanwhile), dropped (another worker took the image)", ["result"], namespace=ns, registry=registry)
         # livesum: a dead child's in-flight count must vanish with it.
         self.in_flight = Gauge("tasks_in_flight", "Celery tasks executing now", ["task"], namespace=ns,
                                registry=registry, multiprocess_mode="livesum")
@@ -162,6 +166,9 @@ class Metrics:
 
     def task_redelivered(self, task: str) -> None:
         self.redeliveries.labels(_check_label("task", task)).inc()
+
+    def input_readahead(self, result: str) -> None:
+        self.readahead.labels(_check_label("result", result)).inc()
 
     # --- devices ----------------------------------------------------------
 

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(5, description="retries of a task on transient storage/broker errors")
     redis_outage_seconds: int = Field(60, description="seconds a worker keeps retrying a Redis command (bookkeeping, "
                                                       "next task, acknowledgement) while Redis restarts; 0: no retry")
+    readahead_max_bytes: int = Field(64 * 2**20, description="a worker fetches the next queued image's input "
+                                     "while it computes this one, up to this size (bytes); 0: off")
     batch_size: int = Field(100, description="images per chord batch when submitting a job")
     beat_lock_timeout: int = Field(30, description="seconds a standby `retouch beat` waits after the active one "
                                                    "dies before it takes over the schedule (redbeat's lock)")

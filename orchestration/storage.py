@@ -193,6 +193,17 @@ class Storage:
         validate_key(key)
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
+    def get_capped(self, bucket: str, key: str, max_bytes: int) -> tuple[bytes | None, str]:
+        """``(bytes, etag)`` of an object; bytes None when it is larger than
+        ``max_bytes`` (nothing beyond the size is read)."""
+        validate_key(key)
+        r = self.client.get_object(Bucket=bucket, Key=key)
+        etag = r.get("ETag", "").strip('"')
+        if r.get("ContentLength", 0) > max_bytes:
+            r["Body"].close()
+            return None, etag
+        return r["Body"].read(), etag
+
     def head(self, bucket: str, key: str) -> dict | None:
         """The object's user metadata plus ``etag`` and ``size``, or None if absent."""
         from botocore.exceptions import ClientError

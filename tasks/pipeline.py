@@ -201,6 +201,8 @@ def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -
         if job.done:
             return
     img, data = _input(rt, job)
+    if rt.readahead is not None:   # the next image's input comes in while this one computes
+        rt.readahead.start((task.request.delivery_info or {}).get("routing_key"), (job.bucket, job.key))
     base = img.rgb
     arts = {IMAGE: img, PIXELS: artifacts.load(rt.storage, job, PIXELS, base) or Pixels(img.rgb, img.alpha)}
     for name in {a for stage in segment for a in stage.consumes} - {PIXELS}:
@@ -224,7 +226,9 @@ def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -
 
 
 def _input(rt: Runtime, job: ImageJob) -> tuple[Image, bytes]:
-    data = rt.storage.get(job.bucket, job.key)
+    data = rt.readahead.take(job.bucket, job.key, job.etag) if rt.readahead is not None else None
+    if data is None:
+        data = rt.storage.get(job.bucket, job.key)
     return decode(data, job.url, job.max_pixels), data
 
 

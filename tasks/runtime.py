@@ -1,5 +1,6 @@
 """What a worker process holds: settings, storage client, Redis, one
-``ModelCache`` (models load once per process) and the metrics observer.
+``ModelCache`` (models load once per process), the metrics observer and the
+input read-ahead (``tasks.readahead``).
 
 Built lazily in the process that runs tasks (after a prefork fork, in the
 child), never at import, from the settings the worker entry point
@@ -17,6 +18,7 @@ from monitoring.metrics import Metrics, process_metrics
 from orchestration.settings import Settings, load_settings
 from orchestration.storage import Storage
 from tasks.broker import redis_client
+from tasks.readahead import ReadAhead
 from worker.pipeline.cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Runtime:
     cache: ModelCache
     metrics: Metrics
     options: WorkerOptions = field(default_factory=WorkerOptions)
+    readahead: ReadAhead | None = None
 
 
 _settings: Settings | None = None
@@ -65,7 +68,9 @@ def runtime() -> Runtime:
         cache = ModelCache(device=device, model_dir=settings.model_dir, on_load=metrics.model_loaded)
         # bookkeeping waits out a Redis restart instead of failing finished work
         client = redis_client(settings.redis_url, settings.redis_outage_seconds)
-        _runtime = Runtime(settings, Storage.from_settings(settings), client, cache, metrics, _options)
+        storage = Storage.from_settings(settings)
+        _runtime = Runtime(settings, storage, client, cache, metrics, _options,
+                           ReadAhead(storage, client, settings.readahead_max_bytes, metrics.input_readahead))
         _pid = os.getpid()
         log.info("worker runtime ready (pid %s, device %s)", _pid, device)
     return _runtime
