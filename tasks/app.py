@@ -24,7 +24,7 @@ from tasks import broker
 log = logging.getLogger(__name__)
 
 CPU_QUEUE = "cpu"
-TASK_MODULES = ["tasks.pipeline", "tasks.schedules"]   # shared tasks: they bind to the app that loads them
+TASK_MODULES = ["tasks.pipeline", "tasks.schedules", "tasks.learning"]   # shared tasks: they bind to the app that loads them
 
 
 class JobResultBackend(RedisBackend):
