@@ -77,6 +77,8 @@ def test_submit_learns_the_shared_mark_and_lifts_it_as_run_does(cluster_env, sta
     support = truth > 0.02
     mae = float(np.abs(estimate - truth)[support].mean())
     assert mae <= 0.05, mae
+    # the shares the chord's header stored are gone once the body solved
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"out/_retouch/jobs/{job}/learn/").get("KeyCount", 0) == 0
     rgba = cv2.imdecode(np.frombuffer(_get(s3, learned["template"]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert rgba.shape == (box["y1"] - box["y0"], box["x1"] - box["x0"], 4)
     # the same learning as `retouch run --watermark learned` on the same files
@@ -111,18 +113,31 @@ def test_submit_learns_the_shared_mark_and_lifts_it_as_run_does(cluster_env, sta
     assert resummary["watermark"]["template"] == learned["template"] and resummary["skipped"] == 24, resummary
 
 
-def test_too_small_a_sample_gets_one_line_and_the_job_goes_on(cluster_env, start_workers, s3, bucket):
-    observed, _ = shared_mark(collection(5))
-    for i, o in enumerate(observed):
+@pytest.mark.parametrize("images, cause", [(shared_mark(collection(5))[0], "needs at least 8"),
+                                           (collection(20), "share no visible mark")], ids=["too-small", "unmarked"])
+def test_too_small_or_varied_a_sample_gets_one_line_and_the_job_goes_on(images, cause, cluster_env, start_workers,
+                                                                        s3, bucket):
+    for i, o in enumerate(images):
         s3.put_object(Bucket=bucket, Key=f"in/{i:02d}.png", Body=_png(o))
     workers = start_workers(cluster_env, "--cpu")
     workers.wait_ready(["cpu"], cluster_env["RETOUCH_REDIS_URL"])
     job, proc = _submit(cluster_env, bucket)
     lines = [line for line in proc.stderr.splitlines() if "going on without it" in line]
-    assert len(lines) == 1 and "needs at least 8" in lines[0], proc.stderr
-    assert lines[0].startswith("retouch submit: --watermark learned: ")
+    assert len(lines) == 1 and cause in lines[0], proc.stderr
+    assert lines[0].startswith(f"retouch submit: --watermark learned: s3://{bucket}/in (a sample of {len(images)} ")
     summary = json.loads(_get(s3, f"s3://{bucket}/out/_retouch/jobs/{job}/summary.json"))
-    assert (summary["ok"], summary["failed"]) == (5, 0) and summary["plan"]["watermarks"] == []
+    assert (summary["ok"], summary["failed"]) == (len(images), 0) and summary["plan"]["watermarks"] == []
     assert "watermark" not in summary
-    for i in range(5):
+    for i in range(len(images)):
         assert _rgb(_get(s3, f"s3://{bucket}/out/{i:02d}.png")).shape == (128, 128, 3)
+
+
+def test_no_worker_to_learn_is_one_line_and_nothing_is_enqueued(cluster_env, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="in/00.png", Body=_png(collection(1)[0]))
+    proc = retouch("submit", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out", "--watermark", "learned",
+                   "--learn-timeout", "2", env=cluster_env, check=False, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("retouch submit: --watermark learned: no learned watermark after 2s (0/1 sampled "
+                           "images read): are workers consuming the cpu queue?"), proc.stderr
+    assert "Traceback" not in proc.stderr
