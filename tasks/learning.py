@@ -39,6 +39,7 @@ import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+import redis
 from celery import Celery, chord, group, shared_task
 
 from orchestration.jobs import JobStore, job_prefix, list_images
@@ -140,8 +141,6 @@ def _progress(rt: Runtime, job: str) -> None:
 
 
 def _transient(exc: BaseException) -> bool:
-    import redis
-
     return is_transient(exc) or isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
 
 

@@ -12,8 +12,8 @@ from orchestration.commands.watch import follow
 from orchestration.jobs import JobStore, gpu_queues
 from orchestration.settings import SettingsError, load_settings
 from orchestration.storage import Storage
-from tasks.app import make_app
 from tasks import learning
+from tasks.app import make_app
 from tasks.canvas import submit
 from worker.pipeline.plan import LEARNED
 

@@ -3,7 +3,9 @@
 Runs after ``detect`` and before ``unblend`` (see :mod:`worker.pipeline.graph`).
 With templates in the plan (``Plan.watermarks``) it finds every occurrence of
 each (:mod:`worker.watermark.match`); with ``Plan.watermark_auto`` it also
-looks for repeated marks unaided (:mod:`worker.watermark.tiled`). What it finds
+looks for repeated marks unaided (:mod:`worker.watermark.tiled`). A template
+named by an ``s3://`` key (learned by a cluster job) is taken from the cache,
+where the task put it (``tasks.learning.prefetch``). What it finds
 is merged into detect's maps (max of confidence and soft mask, union of the
 region, the overlay with the larger alpha per pixel), so ``unblend`` restores
 the photo under the semi-transparent parts and ``inpaint`` fills the opaque ones.
@@ -37,8 +39,8 @@ def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
     start = time.perf_counter()
     marks = Marks.empty(rgb.shape[:2])
     if LEARNED in plan.watermarks:
-        marks.notes.append("learned: no learned template reached this image (retouch run --watermark learned "
-                           "learns it from the batch; elsewhere learn it first with retouch watermark learn)")
+        marks.notes.append("learned: no learned template reached this image (retouch run and submit --watermark "
+                           "learned learn it from the batch; elsewhere learn it first with retouch watermark learn)")
     templates = [cache.get("watermark", "learned", _not_fetched(p), key=(p,)) if is_remote(p) else load_template(p)
                  for p in paths]
     template_marks(rgb, templates, marks)
