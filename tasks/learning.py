@@ -3,7 +3,7 @@
 A sample of the input prefix (``worker.watermark.shares.sample``: up to 40
 keys, the smallest sha256, so the same prefix gives the same sample) is read
 by the header tasks (``retouch.learn_share``: one image each, decoded, its
-share stored as ``.npy`` under ``<out>/_retouch/jobs/<job>/learn/``); the
+share stored as ``.npz`` under ``<out>/_retouch/jobs/<job>/learn/``); the
 body (``retouch.learn_solve``) solves the mark and its alpha from the shares
 (``worker.watermark.shares.solve``) and stores the RGBA PNG and its JSON
 under ``<out>/_retouch/watermarks/<sha256 of both>/``, then records the
@@ -167,7 +167,7 @@ def learn_for_job(app: Celery, storage: Storage, store: JobStore, src_url: str, 
         return _without(plan)
     learn_dir = join(job_prefix(out, job), "learn")
     header = group(app.signature("retouch.learn_share", queue=CPU_QUEUE, args=(
-        job, src.bucket, key, out.bucket, join(learn_dir, f"{i:03d}.npy"), max_pixels)) for i, key in enumerate(keys))
+        job, src.bucket, key, out.bucket, join(learn_dir, f"{i:03d}.npz"), max_pixels)) for i, key in enumerate(keys))
     chord(header)(app.signature("retouch.learn_solve", args=(job, str(src), str(out)), queue=CPU_QUEUE))
     say(f"--watermark learned: learning the shared mark from {len(keys)} sampled images (job {job})")
     result = _wait(store, job, len(keys), timeout, say)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 
 from tasks.learning import _check
 from tests.test_watermark import collection, shared_mark
 from worker.errors import PlanError
+from worker.io import decode
 from worker.pipeline.job import ImageJob
 from worker.pipeline.plan import Plan, make_plan
 from worker.watermark import WatermarkError
@@ -34,14 +36,26 @@ def test_sample_is_reproducible_bounded_and_independent_of_order():
 def test_share_round_trips_exactly_and_refuses_other_arrays():
     rgb = np.random.default_rng(0).random((17, 23, 3), dtype=np.float32)
     assert np.array_equal(read_share(share_bytes(rgb), "s"), rgb)
+    # pixels decoded from 8 bits go as 8 bits, and come back the same float32
+    png = cv2.imencode(".png", np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+    decoded = decode(png, "x.png").rgb
+    data = share_bytes(decoded)
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        assert arrays.files == ["u8"]
+    assert np.array_equal(read_share(data, "s"), decoded) and len(data) < decoded.nbytes / 3
     buf = io.BytesIO()
-    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(buf, u8=np.array([{"a": 1}], dtype=object))
     with pytest.raises(WatermarkError, match="not a learning share"):
-        read_share(buf.getvalue(), "evil.npy")
+        read_share(buf.getvalue(), "evil.npz")
+    for other in ({"u8": np.zeros((4, 4), np.uint8)}, {"f32": np.zeros((4, 4, 3), np.float64)}, {"x": rgb}):
+        buf = io.BytesIO()
+        np.savez(buf, **other)
+        with pytest.raises(WatermarkError, match="8-bit or float32 HxWx3"):
+            read_share(buf.getvalue(), "other.npz")
     buf = io.BytesIO()
-    np.save(buf, np.zeros((4, 4), np.float32))
-    with pytest.raises(WatermarkError, match="float32 HxWx3"):
-        read_share(buf.getvalue(), "grey.npy")
+    np.save(buf, rgb)
+    with pytest.raises(WatermarkError, match="not a learning share"):
+        read_share(buf.getvalue(), "plain.npy")
 
 
 def test_solve_is_learn_itself():
