@@ -356,6 +356,8 @@ def write_manifest(storage: Storage, store: JobStore, job: str) -> dict:
                "plan": meta["plan"], "images": sum(totals.values()), **totals,
                "manifest": f"s3://{out.bucket}/{key}", "created": meta.get("created"),
                "first_start": meta.get("first_start"), "finished_at": time.time()}
+    if meta.get("watermark"):   # the template the job learned (tasks.learning)
+        summary["watermark"] = meta["watermark"]
     storage.put_json(out.bucket, join(job_prefix(out, job), "summary.json"), summary, {"job": job})
     store.set_meta(job, manifest=summary["manifest"], finished_at=summary["finished_at"], totals=totals)
     store.redis.srem(ACTIVE, job)

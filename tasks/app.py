@@ -24,7 +24,8 @@ from tasks import broker
 log = logging.getLogger(__name__)
 
 CPU_QUEUE = "cpu"
-TASK_MODULES = ["tasks.pipeline", "tasks.schedules"]   # shared tasks: they bind to the app that loads them
+# shared tasks: they bind to the app that loads them
+TASK_MODULES = ["tasks.pipeline", "tasks.schedules", "tasks.learning"]
 
 
 class JobResultBackend(RedisBackend):

@@ -31,7 +31,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from orchestration.jobs import JobStore, current_task_key, last_task_key, lost_task_key, write_manifest, write_part
 from orchestration.storage import is_transient, parse_url, validate_key
-from tasks import artifacts, limits
+from tasks import artifacts, learning, limits
 from tasks.canvas import with_plan
 from tasks.runtime import Runtime, runtime
 from worker import __version__
@@ -208,6 +208,8 @@ def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -
     for name in {a for stage in segment for a in stage.consumes} - {PIXELS}:
         arts[name] = artifacts.load(rt.storage, job, name, base)
     ctx = Context(image=job.key, job=job.job, metrics=rt.metrics, trace=job.trace)
+    if any(stage.name == "watermark" for stage in segment):
+        learning.prefetch(rt, job)   # a template learned by the job (--watermark learned), from S3
     made: dict[str, str] = {}   # artifact -> the stage that made it last
     for stage in segment:
         _mark_current(rt, task, stage.name, job)

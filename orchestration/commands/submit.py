@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 
 import redis
 
@@ -11,8 +12,10 @@ from orchestration.commands.watch import follow
 from orchestration.jobs import JobStore, gpu_queues
 from orchestration.settings import SettingsError, load_settings
 from orchestration.storage import Storage
+from tasks import learning
 from tasks.app import make_app
 from tasks.canvas import submit
+from worker.pipeline.plan import LEARNED
 
 DESCRIPTION = """List an s3:// prefix page by page and enqueue its images in batches for the
 cluster workers; print the job id. Outputs mirror the input layout under --out (a
@@ -33,6 +36,9 @@ def register(sub) -> None:
                    help="spread heavy stages over gpu.0..gpu.N-1 (default: the queues workers consume now)")
     p.add_argument("--max-pixels", type=int, help="refuse larger images (default from settings: 100 MP)")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish, with a progress bar")
+    p.add_argument("--learn-timeout", type=float, default=learning.TIMEOUT, metavar="SECONDS",
+                   help="with --watermark learned: how long to wait for the workers to learn the mark from a "
+                        f"sample of the prefix before enqueueing the images (default {learning.TIMEOUT:g})")
     p.set_defaults(func=run)
 
 
@@ -46,9 +52,16 @@ def run(args) -> int:
     queues = ([f"gpu.{i}" for i in range(args.gpu_queues)] if args.gpu_queues is not None
               else gpu_queues(client, settings.gpu_queues))
     store = JobStore(client)
-    submitted = submit(app, Storage.from_settings(settings), store, args.source, args.out, plan,
+    storage = Storage.from_settings(settings)
+    job = None
+    if LEARNED in plan.watermarks:   # the learning step first (tasks.learning), then the images
+        job = uuid.uuid4().hex[:12]
+        plan = learning.learn_for_job(app, storage, store, args.source, args.out, plan, job,
+                                      max_pixels=settings.max_pixels, timeout=args.learn_timeout,
+                                      say=lambda line: print(f"retouch submit: {line}", file=sys.stderr, flush=True))
+    submitted = submit(app, storage, store, args.source, args.out, plan,
                        batch_size=settings.batch_size, queues=queues, force=args.force,
-                       max_pixels=settings.max_pixels)
+                       max_pixels=settings.max_pixels, job=job)
     print(submitted.job, flush=True)
     print(f"retouch submit: {submitted.images} images in {submitted.batches} batches on "
           f"{', '.join(submitted.queues)}", file=sys.stderr)

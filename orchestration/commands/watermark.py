@@ -27,7 +27,7 @@ from worker.files import atomic_write
 from worker.io import read_image
 from worker.quality.lpips import LPIPS
 from worker.watermark import WatermarkError, save_template
-from worker.watermark.learn import MIN_IMAGES, Learned, learn
+from worker.watermark.learn import MIN_IMAGES, Learned, describe, learn
 
 SAMPLE = 64  # images read to learn from (evenly spaced over the batch): the stack is held in memory
 
@@ -49,13 +49,7 @@ def learn_from_files(files: list[Path], out: Path, max_pixels: int = 100_000_000
     learned = learn(images, name=str(out), min_images=min_images)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_template(learned.template, out)
-    t = learned.template
-    sidecar = {"template": out.name, "size": {"width": learned.size[0], "height": learned.size[1]},
-               "box": dict(zip(("x0", "y0", "x1", "y1"), learned.box)),
-               "colour": [round(float(c), 4) for c in t.colour[0, 0]],
-               "alpha": np.round(t.alpha, 4).tolist(), "alpha_max": round(float(t.alpha.max()), 4),
-               "edge_strength": learned.edge_strength, "images": [names[i] for i in learned.used]}
-    atomic_write(out.with_suffix(".json"), json.dumps(sidecar).encode())
+    atomic_write(out.with_suffix(".json"), json.dumps(describe(learned, out.name, names)).encode())
     return learned
 
 

@@ -20,6 +20,11 @@ from worker.watermark import WatermarkError, load_template
 
 OPS = ("remove-text", "deblock", "denoise", "upscale")
 LEARNED = "learned"  # in Plan.watermarks: the template learned from the batch
+REMOTE = "s3://"     # in Plan.watermarks: a template learned by a cluster job, read from S3 by the worker
+
+
+def is_remote(watermark: str) -> bool:
+    return watermark.startswith(REMOTE)
 
 
 class Plan(BaseModel):
@@ -48,9 +53,21 @@ class Plan(BaseModel):
     steps: int = 30
     guidance: float = 7.5
     # watermarks and logos (worker.watermark): template files (read by path where the image is processed), or
-    # "learned" (`retouch run` learns one from the batch first); watermark_auto also looks for marks unaided
+    # "learned" (`retouch run` and `retouch submit` learn one from the batch first: submit puts the s3:// key of
+    # the learned PNG here, fetched once per worker process); watermark_auto also looks for marks unaided
     watermarks: list[str] = Field(default_factory=list)
     watermark_auto: bool = False
+
+    @field_validator("watermarks")
+    @classmethod
+    def _remote_templates(cls, watermarks: list[str]) -> list[str]:
+        # a learned template in S3 (tasks.learning): s3://BUCKET/KEY.png, no relative segments
+        for w in watermarks:
+            if is_remote(w):
+                bucket, _, key = w[len(REMOTE):].partition("/")
+                if not bucket or not key.endswith(".png") or any(p in ("", ".", "..") for p in key.split("/")):
+                    raise ValueError(f"watermark {w}: an S3 template must be s3://BUCKET/KEY.png")
+        return watermarks
 
     @field_validator("ops")
     @classmethod
@@ -129,7 +146,7 @@ def make_plan(model_dir: str | None = None, **fields) -> Plan:
     if plan.no_hallucination and (plan.prepass not in ("auto", "none") or {"deblock", "denoise"} & set(plan.ops)):
         raise PlanError("--no-hallucination forbids the learned deblock/denoise pre-passes")
     for path in plan.watermarks:
-        if path != LEARNED:
+        if path != LEARNED and not is_remote(path):
             try:
                 load_template(path)
             except WatermarkError as exc:

@@ -3,7 +3,9 @@
 Runs after ``detect`` and before ``unblend`` (see :mod:`worker.pipeline.graph`).
 With templates in the plan (``Plan.watermarks``) it finds every occurrence of
 each (:mod:`worker.watermark.match`); with ``Plan.watermark_auto`` it also
-looks for repeated marks unaided (:mod:`worker.watermark.tiled`). What it finds
+looks for repeated marks unaided (:mod:`worker.watermark.tiled`). A template
+named by an ``s3://`` key (learned by a cluster job) is taken from the cache,
+where the task put it (``tasks.learning.prefetch``). What it finds
 is merged into detect's maps (max of confidence and soft mask, union of the
 region, the overlay with the larger alpha per pixel), so ``unblend`` restores
 the photo under the semi-transparent parts and ``inpaint`` fills the opaque ones.
@@ -18,10 +20,10 @@ import time
 
 from worker.pipeline.artifacts import PIXELS
 from worker.pipeline.cache import ModelCache
-from worker.pipeline.plan import LEARNED, Plan
+from worker.pipeline.plan import LEARNED, Plan, is_remote
 from worker.pipeline.record import Context
 from worker.pipeline.select import Decision
-from worker.watermark import Marks, load_template, merge, template_marks
+from worker.watermark import Marks, WatermarkError, load_template, merge, template_marks
 from worker.watermark.tiled import tiled_marks
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,10 @@ def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
     start = time.perf_counter()
     marks = Marks.empty(rgb.shape[:2])
     if LEARNED in plan.watermarks:
-        marks.notes.append("learned: no learned template reached this image (retouch run --watermark learned "
-                           "learns it from the batch; elsewhere learn it first with retouch watermark learn)")
-    templates = [load_template(p) for p in paths]
+        marks.notes.append("learned: no learned template reached this image (retouch run and submit --watermark "
+                           "learned learn it from the batch; elsewhere learn it first with retouch watermark learn)")
+    templates = [cache.get("watermark", "learned", _not_fetched(p), key=(p,)) if is_remote(p) else load_template(p)
+                 for p in paths]
     template_marks(rgb, templates, marks)
     if plan.watermark_auto:
         tiled_marks(rgb, marks)
@@ -68,3 +71,11 @@ def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
     if not marks.records:
         return {}
     return merge(arts.get("confidence"), arts.get("mask"), arts.get("region"), arts.get("overlay"), marks)
+
+
+def _not_fetched(url: str):
+    """A template in S3 is fetched into the cache by the task before the stage
+    runs (``tasks.learning.prefetch``); reaching the stage without it is an error."""
+    def build():
+        raise WatermarkError(f"{url}: the learned watermark was not fetched on this worker")
+    return build

@@ -218,3 +218,17 @@ def learn(images: list[np.ndarray], name: str = "learned", min_images: int = MIN
     template = Template(np.broadcast_to(colour.astype(np.float32), alpha.shape + (3,)).copy(),
                         alpha.astype(np.float32), name)
     return Learned(template, (int(x0), int(y0), int(x1), int(y1)), (w, h), used, round(strength, 2))
+
+
+def describe(learned: Learned, template: str, images: list[str]) -> dict:
+    """The JSON written next to a learned template (``template``: the PNG's
+    file name; ``images``: names of the images given to :func:`learn`, in
+    order): size and box in the collection's frame, colour, the alpha map,
+    and the images it was learned from. :func:`worker.watermark.template.load_template`
+    reads the box back as the mark's anchor."""
+    t = learned.template
+    return {"template": template, "size": {"width": learned.size[0], "height": learned.size[1]},
+            "box": dict(zip(("x0", "y0", "x1", "y1"), learned.box)),
+            "colour": [round(float(c), 4) for c in t.colour[0, 0]],
+            "alpha": np.round(t.alpha, 4).tolist(), "alpha_max": round(float(t.alpha.max()), 4),
+            "edge_strength": learned.edge_strength, "images": [images[i] for i in learned.used]}

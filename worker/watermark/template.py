@@ -11,6 +11,7 @@ scale, see :mod:`worker.watermark.match`).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, replace
@@ -117,8 +118,15 @@ def _anchor(path: Path, rgba: np.ndarray, template: Template) -> tuple[float, fl
 
 def save_template(template: Template, path: str | Path) -> None:
     """Write the template as an 8-bit RGBA PNG."""
+    Path(path).write_bytes(template_png(template))
+
+
+def template_png(template: Template) -> bytes:
+    """The template as 8-bit RGBA PNG bytes (what :func:`save_template` writes)."""
     rgba = np.dstack([template.colour, template.alpha])
-    PILImage.fromarray(np.clip(np.rint(rgba * 255), 0, 255).astype(np.uint8), "RGBA").save(path)
+    buf = io.BytesIO()
+    PILImage.fromarray(np.clip(np.rint(rgba * 255), 0, 255).astype(np.uint8), "RGBA").save(buf, "PNG")
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)
