@@ -45,3 +45,18 @@ def log_decision(decision: dict, image: str, job: str | None = None) -> None:
     logging.getLogger(DECISION_LOGGER).info(
         "model selection", extra={"fields": {"event": "model_selection", "image": image, "job": job, **decision}}
     )
+
+
+def log_decisions_to(path) -> None:
+    """Every model-selection decision also goes to a JSON Lines file (appended
+    to: several processes of one run share it, a line per write)."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(DECISION_LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -308,33 +308,51 @@ def _json_default(value):
 def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: ModelCache, *,
               max_pixels: int, force: bool = False, save_masks: bool = False, mask_dir: Path | None = None,
               metrics=None, on_done: Callable[[Outcome], None] | None = None,
-              requests: dict[str, InpaintRequest] | None = None) -> BatchReport:
+              requests: dict[str, InpaintRequest] | None = None, execute: Executor | None = None) -> BatchReport:
     """Restore ``files`` with ``plan``; an image with a request
     (``worker.pipeline.request``, matched by name or stem) uses the plan with
-    the request's settings."""
-    report = BatchReport()
+    the request's settings. ``execute`` restores the images (default: one at
+    a time in this process with ``cache``; ``orchestration.parallel``: several
+    at once); the report lists them in the order of ``files``."""
+    outcomes: dict[int, Outcome] = {}
+
+    def finished(index: int, outcome: Outcome) -> None:
+        if metrics is not None:
+            metrics.image_finished(outcome.status)
+        if outcome.status == "failed":
+            log.warning("%s", outcome.error)
+        outcomes[index] = outcome
+        if on_done:
+            on_done(outcome)
+
     claimed: dict[Path, Path] = {}   # output -> the input that writes it
-    for source, root in files:
+    items: list[Item] = []
+    for index, (source, root) in enumerate(files):
         request = request_for(requests or {}, source)
         output = output_paths(source, root, out_dir, plan.format, EXTENSIONS.get(source.suffix.lower()))["output"]
         try:
             image_plan = request.apply(plan, cache.model_dir) if request is not None else plan
         except RetouchError as exc:   # e.g. a variant this store lacks: that image fails, the batch goes on
-            outcome = Outcome(source, "failed", error=f"{source}: request: {exc}")
-        else:
-            outcome = None
-        if outcome is None and claimed.setdefault(output, source) != source:
-            outcome = Outcome(source, "failed", error=f"{source}: its output {output} is also the output of "
-                                                      f"{claimed[output]}; with --format, names that differ only "
-                                                      "in their extension collide: rename one")
-        if outcome is None:
-            outcome = process_file(source, root, out_dir, image_plan, cache, max_pixels=max_pixels, force=force,
-                                   save_masks=save_masks, mask_dir=mask_dir, metrics=metrics)
-        if metrics is not None:
-            metrics.image_finished(outcome.status)
-        if outcome.status == "failed":
-            log.warning("%s", outcome.error)
-        report.outcomes.append(outcome)
-        if on_done:
-            on_done(outcome)
-    return report
+            finished(index, Outcome(source, "failed", error=f"{source}: request: {exc}"))
+            continue
+        if claimed.setdefault(output, source) != source:
+            finished(index, Outcome(source, "failed", error=f"{source}: its output {output} is also the output of "
+                                                           f"{claimed[output]}; with --format, names that differ "
+                                                           "only in their extension collide: rename one"))
+            continue
+        items.append((index, source, root, image_plan))
+    options = {"out_dir": out_dir, "max_pixels": max_pixels, "force": force, "save_masks": save_masks,
+               "mask_dir": mask_dir}
+    if execute is None:
+        for index, source, root, image_plan in items:
+            kwargs = {k: v for k, v in options.items() if k != "out_dir"}
+            finished(index, process_file(source, root, out_dir, image_plan, cache, metrics=metrics, **kwargs))
+    else:
+        execute(items, options, finished)
+    return BatchReport([outcomes[i] for i in sorted(outcomes)])
+
+
+# (index in the batch, source, root, the image's plan)
+Item = tuple[int, Path, Path, Plan]
+# restores items: (items, process_file's keyword arguments plus out_dir, finished(index, outcome))
+Executor = Callable[[list[Item], dict, Callable[[int, Outcome], None]], None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
 from pathlib import Path
@@ -12,11 +11,12 @@ from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from monitoring.logs import DECISION_LOGGER, JsonFormatter
+from monitoring.logs import log_decisions_to
 from monitoring.metrics import Metrics, start_metrics_server
 from orchestration.commands._plan import add_plan_arguments, plan_from_args
+from orchestration import parallel
 from orchestration.local import run_batch, search
-from orchestration.settings import load_settings
+from orchestration.settings import SettingsError, load_settings
 from orchestration.commands.watermark import learn_from_files
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import LEARNED, Plan
@@ -54,6 +54,9 @@ def register(sub) -> None:
     p.add_argument("--metrics-hold", type=float, default=0.0, metavar="SECONDS",
                    help="with --metrics-port, keep serving this long after the batch so the final "
                         "figures get scraped (default 0)")
+    p.add_argument("--jobs", default="auto", metavar="N|auto",
+                   help="images restored at once, each in its own process with cores/N threads (default auto: "
+                        "the usable cores on the CPU, 1 on a GPU; outputs are the same either way)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -66,13 +69,14 @@ def run(args) -> int:
     for outcome in found.failed:   # unreadable folders, dangling links, link loops, missing paths
         print(f"retouch run: {outcome.error}", file=sys.stderr)
 
-    _log_decisions_to(args.out / "retouch-decisions.jsonl")
+    log_decisions_to(decisions := args.out / "retouch-decisions.jsonl")
     files = found.files
     plan = _learned_watermark(plan, [f for f, _ in files], args.out, settings.max_pixels)
     if requests:
         names = {f.name for f, _ in files} | {f.stem for f, _ in files}
         for image_id in sorted(set(requests) - names):
             print(f"retouch run: request for image_id {image_id!r} matches no input", file=sys.stderr)
+    jobs = _jobs(args, [f for f, _ in files], settings.device)
     metrics, metrics_server = _metrics(args)
     cache = ModelCache(device=settings.device, model_dir=settings.model_dir,
                        on_load=(metrics.model_loaded if metrics is not None else None))
@@ -86,10 +90,14 @@ def run(args) -> int:
             bar.update(1)
             bar.set_postfix_str(f"{outcome.status}: {outcome.source.name}", refresh=False)
 
+    execute = None
+    if jobs > 1:
+        execute = parallel.executor(jobs, model_dir=settings.model_dir, device=settings.device,
+                                    log_level=args.log_level, decisions=decisions)
     with logging_redirect_tqdm() if bar is not None else contextlib.nullcontext():
         report = run_batch(files, args.out, plan, cache, max_pixels=settings.max_pixels, force=args.force,
                            save_masks=args.save_masks, mask_dir=args.masks, metrics=metrics, on_done=done,
-                           requests=requests)
+                           requests=requests, execute=execute)
     if bar is not None:
         bar.close()
     if metrics is not None and args.metrics_textfile:
@@ -123,15 +131,22 @@ def _learned_watermark(plan: Plan, files: list[Path], out: Path, max_pixels: int
     return plan.model_copy(update={"watermarks": [str(target) if w == LEARNED else w for w in plan.watermarks]})
 
 
-def _log_decisions_to(path: Path) -> None:
-    """Every model-selection decision also goes to a JSON Lines file in the output folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(DECISION_LOGGER)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+def _jobs(args, files: list[Path], device: str) -> int:
+    """``--jobs``: a count, or ``auto`` (``orchestration.parallel.auto_jobs``;
+    one with metrics, which one process observes)."""
+    metrics = bool(args.metrics_textfile) or args.metrics_port is not None
+    if args.jobs == "auto":
+        return 1 if metrics else parallel.auto_jobs(files, device)
+    try:
+        jobs = int(args.jobs)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise SettingsError(f"--jobs must be a positive number or auto but is {args.jobs!r}")
+    if jobs > 1 and metrics:
+        raise SettingsError("--jobs above 1 and --metrics-*: a run's metrics are observed in one process; "
+                            "use --jobs 1")
+    return jobs
 
 
 def _metrics(args):
