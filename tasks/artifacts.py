@@ -15,7 +15,9 @@ conditional write never meets an older value of the same name.
 
 from __future__ import annotations
 
+import functools
 import io
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -43,11 +45,34 @@ def save(storage: Storage, job: ImageJob, stage: str, name: str, value, base: np
     job.artifacts[name] = key
 
 
-def load(storage: Storage, job: ImageJob, name: str, base: np.ndarray):
-    """Artifact ``name`` as the stage that made it left it, or None if none did."""
+def save_all(storage: Storage, job: ImageJob, made: dict[str, str], values: dict, base: np.ndarray) -> None:
+    """:func:`save` each artifact of ``made`` (name -> the stage that made it),
+    the PUTs in flight together: one round trip's wait, not one per artifact."""
+    futures = [_pool().submit(save, storage, job, stage, name, values[name], base) for name, stage in made.items()]
+    for future in futures:
+        future.result()
+
+
+def fetch_all(storage: Storage, job: ImageJob, names) -> dict[str, Future]:
+    """Start the GETs of the artifacts ``names`` the job has, all in flight
+    together (and while the caller reads its input): name -> future bytes."""
+    return {name: _pool().submit(storage.get, job.out_bucket, job.artifacts[name])
+            for name in names if name in job.artifacts}
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:   # per process, made on first use (never inherited through a fork)
+    return ThreadPoolExecutor(8, thread_name_prefix="retouch-artifacts")
+
+
+def load(storage: Storage, job: ImageJob, name: str, base: np.ndarray, data: bytes | None = None):
+    """Artifact ``name`` as the stage that made it left it, or None if none did
+    (``data``: its bytes, fetched already)."""
     if name not in job.artifacts:
         return None
-    with np.load(io.BytesIO(storage.get(job.out_bucket, job.artifacts[name])), allow_pickle=False) as loaded:
+    if data is None:
+        data = storage.get(job.out_bucket, job.artifacts[name])
+    with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
         arrays = {k: loaded[k] for k in loaded.files}
     if ARTIFACTS[name].kind == "map":
         return arrays["array"]

@@ -200,13 +200,17 @@ def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -
         _begin(rt, job)
         if job.done:
             return
+    consumed = {a for stage in segment for a in stage.consumes} | {PIXELS}
+    fetched = artifacts.fetch_all(rt.storage, job, consumed)   # in flight while the input comes
     img, data = _input(rt, job)
     if rt.readahead is not None:   # the next image's input comes in while this one computes
         rt.readahead.start((task.request.delivery_info or {}).get("routing_key"), (job.bucket, job.key))
     base = img.rgb
-    arts = {IMAGE: img, PIXELS: artifacts.load(rt.storage, job, PIXELS, base) or Pixels(img.rgb, img.alpha)}
-    for name in {a for stage in segment for a in stage.consumes} - {PIXELS}:
-        arts[name] = artifacts.load(rt.storage, job, name, base)
+    arts = {IMAGE: img}
+    for name in consumed:
+        raw = fetched[name].result() if name in fetched else None
+        arts[name] = artifacts.load(rt.storage, job, name, base, raw)
+    arts[PIXELS] = arts[PIXELS] or Pixels(img.rgb, img.alpha)
     ctx = Context(image=job.key, job=job.job, metrics=rt.metrics, trace=job.trace)
     if any(stage.name == "watermark" for stage in segment):
         learning.prefetch(rt, job)   # a template learned by the job (--watermark learned), from S3
@@ -222,9 +226,8 @@ def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -
         made.pop(PIXELS, None)
         _write_output(rt, job, img, data, arts[PIXELS])
     needed = graph.needed_after(stages, last)
-    for name, stage in made.items():
-        if name in needed or ARTIFACTS[name].kept:
-            artifacts.save(rt.storage, job, stage, name, arts[name], base)
+    artifacts.save_all(rt.storage, job, {name: stage for name, stage in made.items()
+                                         if name in needed or ARTIFACTS[name].kept}, arts, base)
 
 
 def _input(rt: Runtime, job: ImageJob) -> tuple[Image, bytes]:
