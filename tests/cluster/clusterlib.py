@@ -55,3 +55,16 @@ def wait_job(env: dict, job: str, timeout: float) -> str:
                    check=False)
     assert proc.returncode in (0, 1), f"watch exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-2000:]}"
     return proc.stdout.strip().splitlines()[-1]
+
+
+def wait_finished(store, job: str, timeout: float = 120):
+    """The job's status (``orchestration.jobs.status``) once it is finished."""
+    import time
+
+    from orchestration.jobs import status
+
+    deadline = time.monotonic() + timeout
+    while not (st := status(store, job)).finished:
+        assert time.monotonic() < deadline, st.line()
+        time.sleep(0.1)
+    return st

@@ -69,6 +69,17 @@ def cluster_env(redis_server, s3_server, tmp_path) -> dict:
     return env
 
 
+@pytest.fixture
+def settings(cluster_env):
+    """The test cluster's settings, for a worker run in this process (on the CPU)."""
+    from orchestration.settings import Settings
+
+    return Settings(_env_file=None, redis_url=cluster_env["RETOUCH_REDIS_URL"],
+                    s3_endpoint_url=cluster_env["RETOUCH_S3_ENDPOINT_URL"],
+                    s3_access_key_id=cluster_env["AWS_ACCESS_KEY_ID"],
+                    s3_secret_access_key=cluster_env["AWS_SECRET_ACCESS_KEY"], device="cpu")
+
+
 @pytest.fixture(scope="session")
 def s3(s3_server):
     import boto3

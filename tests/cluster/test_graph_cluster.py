@@ -7,15 +7,14 @@ the stage the test added."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from orchestration.jobs import JobStore, read_manifest, status
+from clusterlib import wait_finished
+from orchestration.jobs import JobStore, read_manifest
 from orchestration.local import restore
-from orchestration.settings import Settings
 from orchestration.storage import Storage
 from tasks import runtime
 from tasks.app import make_app
@@ -26,22 +25,6 @@ from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def settings(cluster_env) -> Settings:
-    return Settings(_env_file=None, redis_url=cluster_env["RETOUCH_REDIS_URL"],
-                    s3_endpoint_url=cluster_env["RETOUCH_S3_ENDPOINT_URL"],
-                    s3_access_key_id=cluster_env["AWS_ACCESS_KEY_ID"],
-                    s3_secret_access_key=cluster_env["AWS_SECRET_ACCESS_KEY"], device="cpu")
-
-
-def _wait(store: JobStore, job: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not status(store, job).finished:
-        assert time.monotonic() < deadline, status(store, job).line()
-        time.sleep(0.1)
-    return status(store, job)
 
 
 def test_added_stage_runs_in_the_distributed_executor(noop_stage, settings, bucket, archive_photos):  # noqa: F811
@@ -55,7 +38,7 @@ def test_added_stage_runs_in_the_distributed_executor(noop_stage, settings, buck
     plan = Plan(inpaint="telea")
     with start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"]):
         job = submit(app, storage, store, f"s3://{bucket}/in", f"s3://{bucket}/out", plan).job
-        st = _wait(store, job)
+        st = wait_finished(store, job)
     assert (st.done, st.failed) == (2, 0), st.line()
     cache = ModelCache(device="cpu")
     for line in read_manifest(storage, st.manifest):

@@ -5,15 +5,13 @@ and a worker uses it: its images come out as the embedded run's."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from orchestration.jobs import JobStore, read_manifest, status
+from clusterlib import wait_finished
+from orchestration.jobs import JobStore, read_manifest
 from orchestration.local import restore
-from orchestration.settings import Settings
 from orchestration.storage import Storage
 from tasks import runtime
 from tasks.app import CPU_QUEUE, make_app
@@ -24,14 +22,6 @@ from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def settings(cluster_env) -> Settings:
-    return Settings(_env_file=None, redis_url=cluster_env["RETOUCH_REDIS_URL"],
-                    s3_endpoint_url=cluster_env["RETOUCH_S3_ENDPOINT_URL"],
-                    s3_access_key_id=cluster_env["AWS_ACCESS_KEY_ID"],
-                    s3_secret_access_key=cluster_env["AWS_SECRET_ACCESS_KEY"], device="cpu")
 
 
 def _put(storage: Storage, bucket: str, objects: dict[str, bytes]) -> dict[str, str]:
@@ -88,10 +78,7 @@ def test_a_worker_computes_from_inputs_read_ahead(settings, bucket, archive_phot
     plan = Plan(inpaint="telea")
     with start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"]):
         job = submit(app, storage, store, f"s3://{bucket}/rw/in", f"s3://{bucket}/rw/out", plan).job
-        deadline = time.monotonic() + 180
-        while not (st := status(store, job)).finished:
-            assert time.monotonic() < deadline, st.line()
-            time.sleep(0.1)
+        st = wait_finished(store, job, timeout=180)
     assert (st.done, st.failed) == (3, 0), st.line()
     # one worker, three queued images: the second and third were fetched while the one before computed
     assert runtime.runtime().readahead.counts["hit"] >= 2, runtime.runtime().readahead.counts
