@@ -247,8 +247,8 @@ MEASURE_SIDE = 1024
 # degraded kinds (clean, noise5, grain, jpeg70) and even on most JPEG ones,
 # while dense fine texture (grass, brick) came out as blotches unless
 # smoothed first (grass clean: LPIPS 0.92 alone, 0.41 after waifu2x noise3);
-# the `texture` feature tells those apart (>= 0.55 on every textured case,
-# <= 0.54 on every smooth one without strong noise). waifu2x noise3 first
+# the `texture` feature tells those apart (>= 0.55 on every grass and brick
+# case but the heavy JPEGs, <= 0.54 on every other case without strong noise). waifu2x noise3 first
 # helped at JPEG q <= 45 and at sigma >= 12 (and beat FFDNet there by 0.5%
 # over the 132 cases, so auto's noise rule runs it; FFDNet serves
 # `--ops denoise` and `--prepass ffdnet`). The measured sigma of noise5/clean
