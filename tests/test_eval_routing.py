@@ -35,6 +35,8 @@ def test_summary_compares_auto_with_fixed_variants_and_the_oracle():
     assert report["cases"] == 9 and report["photos"] == 3
     assert o["oracle"] == 0.1 and abs(o["auto"] - (0.1 + 0.2 + 0.2) / 3) < 1e-4
     assert o["auto_picked_best"] == 3
+    # every kind has one best variant here, so knowing the kind reaches the oracle
+    assert o["kind_oracle"] == 0.1 and o["kind_best"] == {"clean": PLAIN, "jpeg10": DEBLOCK, "noise30": DENOISE}
     assert report["confusion"]["noise30"] == {f"{PLAIN} -> {DENOISE}": 3}
     assert "oracle" in routing.format_summary(report)
 
@@ -46,3 +48,21 @@ def test_fit_finds_thresholds_and_models_that_reach_the_oracle():
     assert 12 <= t["heavy_jpeg_q"] or 12 <= t["medium_jpeg_q"]
     assert models.get("photo-content") == PLAIN
     assert DENOISE in models.values() and DEBLOCK in models.values()
+
+
+def test_kind_oracle_is_what_knowing_the_kind_alone_reaches():
+    """Two photos of one kind that want different variants: the per-case
+    oracle picks both, the kind oracle only the better variant for the kind."""
+    ev = Evaluation()
+    lpips = {"a": {DENOISE: 0.1, PLAIN: 0.4}, "b": {DENOISE: 0.2, PLAIN: 0.1}}
+    for photo, scores in lpips.items():
+        case = f"{photo}-noise"
+        ev.cases.append({"case": case, "photo": photo, "op": "upscale", "kind": "noise15", "features": dict(PHOTO)})
+        for variant, lp in scores.items():
+            ev.rows.append({"case": case, "photo": photo, "op": "upscale", "kind": "noise15", "variant": variant,
+                            "chosen": variant, "error": None, "lpips": lp})
+        ev.rows.append({"case": case, "photo": photo, "op": "upscale", "kind": "noise15", "variant": "auto",
+                        "chosen": PLAIN, "error": None, "lpips": 0.4 if photo == "a" else 0.1})
+    o = routing.summary(ev)["overall"]
+    assert o["oracle"] == 0.1 and o["kind_best"] == {"noise15": DENOISE} and abs(o["kind_oracle"] - 0.15) < 1e-9
+    assert o["kind_oracle_vs_oracle"] == 0.5 and "kind oracle" in routing.format_summary(routing.summary(ev))

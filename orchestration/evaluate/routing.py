@@ -2,7 +2,10 @@
 
 - per artifact kind, the mean LPIPS of every fixed variant, of ``auto`` and
   of the per-case best fixed variant (the oracle);
-- overall: ``auto`` against the best single fixed variant and the oracle;
+- overall: ``auto`` against the best single fixed variant and the oracle, and
+  the kind oracle: the best fixed variant of each kind, picked knowing the
+  kind (what a router that recognised every degradation perfectly, but not
+  the photo, would reach at most; in-sample);
 - the confusion: what ``auto`` chose against what was best, per kind;
 - :func:`fit_thresholds`: the router's thresholds and the variant each rule
   runs, chosen on these cases (a grid search minimising the mean LPIPS the
@@ -62,6 +65,9 @@ def summary(evaluation) -> dict:
     means = {v: mean(scores[c][v] for c in cases) for v in fixed}
     best_fixed = min(means, key=means.get)
     auto, oracle = mean(scores[c][AUTO] for c in cases), mean(scores[c][best[c]] for c in cases)
+    kind_best = {kind: min(fixed, key=lambda v: (sum(scores[c][v] for c in members), v))
+                 for kind, members in by_kind.items()}
+    kind_oracle = mean(scores[c][kind_best[info[c]["kind"]]] for c in cases)
     confusion = {kind: dict(sorted(Counter(f"{chosen.get(c)} -> {best[c]}" for c in members).items()))
                  for kind, members in sorted(by_kind.items())}
     agree = sum(chosen.get(c) == best[c] for c in cases)
@@ -71,6 +77,9 @@ def summary(evaluation) -> dict:
                         "oracle": oracle, "fixed": means,
                         "auto_vs_best_fixed": round(auto / means[best_fixed] - 1, 4),
                         "auto_vs_oracle": round(auto / oracle - 1, 4),
+                        "kind_oracle": kind_oracle, "kind_best": dict(sorted(kind_best.items())),
+                        "kind_oracle_vs_best_fixed": round(kind_oracle / means[best_fixed] - 1, 4),
+                        "kind_oracle_vs_oracle": round(kind_oracle / oracle - 1, 4),
                         "auto_picked_best": agree},
             "confusion": confusion}
 
@@ -83,6 +92,7 @@ GRID = {
     "noise_grain_max": (0.1, 0.3, 0.5, 1.0),
     "grain_score": (0.5, 0.8, 1.01),
     "grain_sigma": (6.0, 8.0, 10.0, 13.0),
+    "texture": (0.5, 0.55, 0.6, 9.0),
 }
 
 
@@ -161,6 +171,8 @@ def format_summary(report: dict) -> str:
     lines.append(f"  auto {o['auto']:.4f} vs best fixed {o['best_fixed']} {o['best_fixed_lpips']:.4f} "
                  f"({o['auto_vs_best_fixed']:+.1%}); vs oracle {o['oracle']:.4f} ({o['auto_vs_oracle']:+.1%}); "
                  f"auto picked the best variant in {o['auto_picked_best']}/{report['cases']}")
+    lines.append(f"  kind oracle (the best fixed variant per kind, knowing the kind) {o['kind_oracle']:.4f}: "
+                 f"{o['kind_oracle_vs_best_fixed']:+.1%} vs best fixed, {o['kind_oracle_vs_oracle']:+.1%} vs oracle")
     lines.append("  confusion (auto's choice -> best):")
     for kind, counts in report["confusion"].items():
         lines.append(f"    {kind:<13} " + "; ".join(f"{k} x{n}" for k, n in counts.items()))

@@ -122,5 +122,17 @@ def test_measure_is_flat_and_json_able():
 
     found = features.measure(_photo("rocket", 96))
     json.dumps(found)
-    for key in ("jpeg_q", "sigma", "grain_score", "blockiness", "dust_per_mpx", "cast"):
+    for key in ("jpeg_q", "sigma", "grain_score", "texture", "blockiness", "dust_per_mpx", "cast"):
         assert key in found
+
+
+def test_texture_tells_dense_fine_texture_from_smooth_surfaces_and_edges():
+    """At 56 px, grass and brick are texture at the pixel scale; the astronaut,
+    the cameraman and the rocket are surfaces and edges. A flat image has none."""
+    grey = lambda name: np.repeat(_photo(name, 56)[..., None], 3, axis=2)  # noqa: E731
+    dense = [features.texture_features(grey(n))["texture"] for n in ("grass", "brick")]
+    smooth = [features.texture_features(_photo(n, 56))["texture"] for n in ("astronaut", "rocket")]
+    smooth.append(features.texture_features(grey("camera"))["texture"])
+    assert min(dense) >= 0.55 > max(smooth), (dense, smooth)
+    assert features.texture_features(np.full((56, 56, 3), 0.5, np.float32))["texture"] == 0.0
+    assert features.texture_features(np.zeros((4, 4, 3), np.float32))["texture"] == 0.0

@@ -65,19 +65,21 @@ PHOTO = {"content": "photo", "flat": 0.05, "top_colours": 0.3, "edges": 0.02, "g
     ({"content": "illustration", "flat": 0.7}, "illustration-content"),
     ({"jpeg_q": THRESHOLDS["heavy_jpeg_q"], "jpeg_q_source": "tables"}, "heavy-jpeg"),
     ({"sigma": THRESHOLDS["noise_sigma"] + 5, "grain_score": 0.0}, "sensor-noise"),
+    ({"texture": THRESHOLDS["texture"] + 0.1}, "dense-texture"),
     ({"grain_score": 1.0, "grain_sigma": THRESHOLDS["grain_sigma"] + 4}, "film-grain"),
 ])
 def test_rules_read_the_features(change, rule):
     features = {**PHOTO, **change}
     choice = route_upscale(Plan(ops=["upscale"]), np.zeros((32, 32, 3), np.float32), features=features)
     if choice.rule != rule:   # a rule the benchmark gave no cases of may have been fitted away (threshold 0)
-        assert rule in ("heavy-jpeg", "sensor-noise", "film-grain")
+        assert rule in ("heavy-jpeg", "sensor-noise", "dense-texture", "film-grain")
         return
     prepass, upscaler = ROUTE_MODELS[rule]
     assert (choice.prepass, choice.upscaler) == (prepass, upscaler)
     for key in ("jpeg_q", "sigma", "grain_score"):
         assert key in choice.inputs
     assert "JPEG q" in choice.reason and "noise sigma" in choice.reason and "grain score" in choice.reason
+    assert "texture" in choice.reason
     if prepass == "ffdnet":
         assert choice.strength >= features["sigma"] and choice.prepass_decision().stage == "denoise"
 
