@@ -45,6 +45,8 @@ MEDIAN_TEXT_TOLERANCE = 0.5
 UNBLEND_RMSE = 0.012   # a blend fit trusted for unblending explains its pixels within ~3 levels
 BEYOND_DELTA_E = 10.0      # ... accepting parts that show the line's overlay colour within this ΔE
 THIN_FACTOR = 1.3          # ... as parts no thicker than this many times the line's thickest strokes
+SLOT = 1.2                 # a glyph slot beyond a line's end: this many times its strokes' height
+PURER = 4.0                # ... keeps what is this ΔE closer to the overlay than its neighbourhood
 SEGMENT_HEIGHT = 32.0      # taller lines are segmented at this height and enlarged back
 EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the detector left out
 SECOND_LINE_SPAN = 0.6     # a second colour spanning this share of the line's length ...
@@ -628,7 +630,19 @@ def _glyphs_beyond(prob: np.ndarray, line: np.ndarray, match: np.ndarray, covera
     strokes, mostly of the line's ``main`` colour, whose fully covered pixels
     show the fitted overlay's colour (median
     ΔE under ``BEYOND_DELTA_E``). Text is drawn in one colour; an eye or a dark
-    patch next to dark text is neither that thin nor that uniform."""
+    patch next to dark text is neither that thin nor that uniform.
+
+    A part in the overlay's colour that is too thick is a photo object of the
+    same colour merged with a glyph drawn over it (a white letter on a white
+    cup rim: the detector leaves it out, and the background fill, taken from
+    the photo around, calls the whole rim overlay). Of it only a glyph is
+    kept: inside the *glyph slot* (the band the line's strokes occupy across
+    the line, within ``SLOT`` strokes' heights beyond its last stroke), the
+    pixels that show the overlay's colour more purely than the object around
+    them does, grown by a stroke width. Filling those costs little (they are
+    nearly the overlay's colour); leaving them leaves a readable letter. A
+    plain object in the slot (a cup rim beyond a dark caption) has no such
+    pixels and is dropped as before."""
     strokes = (prob >= cut).astype(np.uint8)
     beyond = strokes.astype(bool) & ~line
     if not beyond.any():
@@ -637,7 +651,9 @@ def _glyphs_beyond(prob: np.ndarray, line: np.ndarray, match: np.ndarray, covera
     dist = _distance(strokes)
     ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 1.0) & line
     half = max(1.5, float(np.percentile(dist[ridge], 90))) if ridge.any() else 1.5
-    drop = []
+    slot = _glyph_slot(strokes.astype(bool) & line & main, line)
+    purer = _purer_than_around(match, strokes.astype(bool), half) if slot is not None else None
+    drop = np.zeros(prob.shape, bool)
     for i in range(1, count):
         part = labels == i
         solid = part & (coverage >= 0.8)
@@ -645,9 +661,46 @@ def _glyphs_beyond(prob: np.ndarray, line: np.ndarray, match: np.ndarray, covera
         # surfaces share more often), and showing it as the fitted overlay does
         colour_ok = (solid.sum() >= 3 and main[part].mean() > 0.5
                      and float(np.median(match[solid])) < BEYOND_DELTA_E)
-        if not colour_ok or float(dist[part].max()) > THIN_FACTOR * half:
-            drop.append(i)
-    return np.where(np.isin(labels, drop), 0.0, prob).astype(np.float32) if drop else prob
+        if colour_ok and float(dist[part].max()) <= THIN_FACTOR * half:
+            continue
+        if colour_ok and slot is not None:
+            # the glyph's purer pixels in the slot, grown to the glyph's strokes around them
+            seeds = part & slot & purer
+            glyph = cv2.dilate(seeds.astype(np.uint8), _disk(int(np.ceil(2 * half)))).astype(bool) if seeds.any() else seeds
+            drop |= part & ~(slot & glyph)
+        else:
+            drop |= part
+    return np.where(drop, 0.0, prob).astype(np.float32) if drop.any() else prob
+
+
+def _purer_than_around(match: np.ndarray, within: np.ndarray, half: float) -> np.ndarray:
+    """Pixels of ``within`` that show the overlay's colour more purely than
+    their neighbours in it do: ΔE to it ``PURER`` below their local mean over
+    a few stroke widths (bool HxW). A glyph drawn over an object of nearly
+    its colour shows there, the object's plain surface does not."""
+    around, _ = _local_mean(match[..., None], within, 2.0 * half)
+    return within & (match < around[..., 0] - PURER)
+
+
+def _glyph_slot(strokes: np.ndarray, line: np.ndarray) -> np.ndarray | None:
+    """Where one more glyph of the line would sit beyond each of its ends: the
+    band its ``strokes`` span across the line's direction, reaching
+    ``SLOT`` times that span beyond its first and last stroke (bool HxW), or
+    None without strokes to measure."""
+    ys, xs = np.nonzero(strokes)
+    if ys.size < 20:
+        return None
+    axis = _direction(line)
+    c, s = np.cos(axis), np.sin(axis)
+    along, across = xs * c + ys * s, -xs * s + ys * c
+    a_lo, a_hi = np.percentile(across, [1, 99])
+    lo, hi = np.percentile(along, [0.5, 99.5])
+    reach = SLOT * (a_hi - a_lo)
+    gy, gx = np.mgrid[:line.shape[0], :line.shape[1]]
+    g_along, g_across = gx * c + gy * s, -gx * s + gy * c
+    band = (g_across >= a_lo) & (g_across <= a_hi)
+    ends = ((g_along >= lo - reach) & (g_along < lo)) | ((g_along > hi) & (g_along <= hi + reach))
+    return band & ends
 
 
 def _drop_specks(strokes: np.ndarray, min_area: int) -> np.ndarray:
