@@ -68,3 +68,28 @@ def wait_finished(store, job: str, timeout: float = 120):
         assert time.monotonic() < deadline, st.line()
         time.sleep(0.1)
     return st
+
+
+def in_process_job(settings, bucket: str, photos: dict[str, bytes], prefix: str, plan, timeout: float = 180):
+    """Upload ``photos`` under ``<prefix>/in`` and restore them as a job with
+    a worker in this process (Celery's test worker, solo pool, ``cpu`` queue,
+    on the real Redis and S3), so it sees what the test changed in-process.
+    Returns (storage, the finished job's status)."""
+    import redis
+    from celery.contrib.testing.worker import start_worker
+
+    from orchestration.jobs import JobStore
+    from orchestration.storage import Storage
+    from tasks import runtime
+    from tasks.app import make_app
+    from tasks.canvas import submit
+
+    storage = Storage.from_settings(settings)
+    for name, data in photos.items():
+        storage.put(bucket, f"{prefix}/in/{name}", data)
+    app = make_app(settings)
+    runtime.configure(settings, runtime.WorkerOptions(device="cpu"))
+    store = JobStore(redis.Redis.from_url(settings.redis_url))
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"]):
+        job = submit(app, storage, store, f"s3://{bucket}/{prefix}/in", f"s3://{bucket}/{prefix}/out", plan).job
+        return storage, wait_finished(store, job, timeout)

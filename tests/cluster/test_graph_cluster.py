@@ -9,16 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import redis
-from celery.contrib.testing.worker import start_worker
 
-from clusterlib import wait_finished
-from orchestration.jobs import JobStore, read_manifest
+from clusterlib import in_process_job
+from orchestration.jobs import read_manifest
 from orchestration.local import restore
-from orchestration.storage import Storage
-from tasks import runtime
-from tasks.app import make_app
-from tasks.canvas import submit
 from tests.test_graph import noop_stage  # noqa: F401  (fixture)
 from worker.io import decode, encode
 from worker.pipeline.cache import ModelCache
@@ -29,16 +23,8 @@ pytestmark = pytest.mark.cluster
 
 def test_added_stage_runs_in_the_distributed_executor(noop_stage, settings, bucket, archive_photos):  # noqa: F811
     photos = archive_photos(2, seed=3)
-    storage = Storage.from_settings(settings)
-    for name, data in photos.items():
-        storage.put(bucket, f"in/{name}", data)
-    app = make_app(settings)
-    runtime.configure(settings, runtime.WorkerOptions(device="cpu"))
-    store = JobStore(redis.Redis.from_url(settings.redis_url))
     plan = Plan(inpaint="telea")
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"]):
-        job = submit(app, storage, store, f"s3://{bucket}/in", f"s3://{bucket}/out", plan).job
-        st = wait_finished(store, job)
+    storage, st = in_process_job(settings, bucket, photos, "g", plan)
     assert (st.done, st.failed) == (2, 0), st.line()
     cache = ModelCache(device="cpu")
     for line in read_manifest(storage, st.manifest):

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 import redis
-from celery.contrib.testing.worker import start_worker
 
-from clusterlib import wait_finished
+from clusterlib import in_process_job
 from orchestration.jobs import JobStore, read_manifest
 from orchestration.local import restore
 from orchestration.storage import Storage
@@ -69,16 +68,8 @@ def test_the_next_image_is_fetched_and_given_only_to_its_task(settings, bucket):
 
 def test_a_worker_computes_from_inputs_read_ahead(settings, bucket, archive_photos):
     photos = archive_photos(3, seed=11)
-    storage = Storage.from_settings(settings)
-    for name, data in photos.items():
-        storage.put(bucket, f"rw/in/{name}", data)
-    app = make_app(settings)
-    runtime.configure(settings, runtime.WorkerOptions(device="cpu"))
-    store = JobStore(redis.Redis.from_url(settings.redis_url))
     plan = Plan(inpaint="telea")
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["cpu"]):
-        job = submit(app, storage, store, f"s3://{bucket}/rw/in", f"s3://{bucket}/rw/out", plan).job
-        st = wait_finished(store, job, timeout=180)
+    storage, st = in_process_job(settings, bucket, photos, "rw", plan)
     assert (st.done, st.failed) == (3, 0), st.line()
     # one worker, three queued images: the second and third were fetched while the one before computed
     assert runtime.runtime().readahead.counts["hit"] >= 2, runtime.runtime().readahead.counts
