@@ -43,9 +43,9 @@ def image_chain(app: Celery, job: ImageJob):
     finish, which runs on the ``cpu`` queue. By the segments' rule (consecutive
     steps on one queue are one task) finish joins the last segment's task when
     that runs on ``cpu`` too (no GPU queue, or a light last stage): then an
-    image is a single task, not a chain, which halves what submit spends per
-    image (Celery clones and links every chain) and saves a message and a
-    task per image in the workers."""
+    image is a single task, not a chain, which cuts what submit spends per
+    image by a third (Celery clones and links every chain: 1,768 -> 2,711
+    images/s at 100k) and saves a message and a task per image in the workers."""
     def queue(stage: graph.Stage) -> str:
         return job.queue if stage.heavy else CPU_QUEUE
 
