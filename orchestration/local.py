@@ -341,14 +341,14 @@ def run_batch(files: list[tuple[Path, Path]], out_dir: Path, plan: Plan, cache: 
                                                            "only in their extension collide: rename one"))
             continue
         items.append((index, source, root, image_plan))
-    options = {"out_dir": out_dir, "max_pixels": max_pixels, "force": force, "save_masks": save_masks,
-               "mask_dir": mask_dir}
-    if execute is None:
-        for index, source, root, image_plan in items:
-            kwargs = {k: v for k, v in options.items() if k != "out_dir"}
-            finished(index, process_file(source, root, out_dir, image_plan, cache, metrics=metrics, **kwargs))
-    else:
+    if execute is not None:
+        options = {"out_dir": out_dir, "max_pixels": max_pixels, "force": force, "save_masks": save_masks,
+                   "mask_dir": mask_dir}
         execute(items, options, finished)
+        return BatchReport([outcomes[i] for i in sorted(outcomes)])
+    for index, source, root, image_plan in items:
+        finished(index, process_file(source, root, out_dir, image_plan, cache, max_pixels=max_pixels, force=force,
+                                     save_masks=save_masks, mask_dir=mask_dir, metrics=metrics))
     return BatchReport([outcomes[i] for i in sorted(outcomes)])
 
 

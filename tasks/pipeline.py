@@ -196,13 +196,14 @@ def _stages(rt: Runtime, task, message: dict, names: list[str]) -> dict:
 
 
 def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -> None:
-    if not job.begun:
+    first = not job.begun   # the task that reads the image first: the one the read-ahead fetched for
+    if first:
         _begin(rt, job)
         if job.done:
             return
     consumed = {a for stage in segment for a in stage.consumes} | {PIXELS}
     fetched = artifacts.fetch_all(rt.storage, job, consumed)   # in flight while the input comes
-    img, data = _input(rt, job)
+    img, data = _input(rt, job, ahead=first)
     if rt.readahead is not None:   # the next image's input comes in while this one computes
         rt.readahead.start((task.request.delivery_info or {}).get("routing_key"), (job.bucket, job.key))
     base = img.rgb
@@ -230,8 +231,10 @@ def _run_segment(rt: Runtime, task, job: ImageJob, segment: list[graph.Stage]) -
                                          if name in needed or ARTIFACTS[name].kept}, arts, base)
 
 
-def _input(rt: Runtime, job: ImageJob) -> tuple[Image, bytes]:
-    data = rt.readahead.take(job.bucket, job.key, job.etag) if rt.readahead is not None else None
+def _input(rt: Runtime, job: ImageJob, ahead: bool = False) -> tuple[Image, bytes]:
+    """The original, decoded, and its bytes; with ``ahead`` (a first task),
+    the read-ahead's copy where it fetched this image."""
+    data = rt.readahead.take(job.bucket, job.key, job.etag) if ahead and rt.readahead is not None else None
     if data is None:
         data = rt.storage.get(job.bucket, job.key)
     return decode(data, job.url, job.max_pixels), data
