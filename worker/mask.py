@@ -99,7 +99,14 @@ def text_regions(confidence: np.ndarray, params: MaskParams) -> tuple[np.ndarray
 
     Returns (union bool HxW, boxes [x, y, w, h], one bool mask per region)."""
     kernels = (confidence >= params.threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(kernels, connectivity=8)
+    # components labelled on the kernels' bounding box only (the same labels, in
+    # the same order, as on the whole image; most of a photo has no text)
+    kx, ky, kw, kh = cv2.boundingRect(kernels)
+    if not kw:
+        return np.zeros(confidence.shape, bool), [], []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(kernels[ky:ky + kh, kx:kx + kw], connectivity=8)
+    stats[:, 0] += kx
+    stats[:, 1] += ky
     union = np.zeros(confidence.shape, bool)
     boxes, masks = [], []
     h, w = confidence.shape
@@ -107,7 +114,7 @@ def text_regions(confidence: np.ndarray, params: MaskParams) -> tuple[np.ndarray
         x, y, bw, bh, area = stats[i]
         if area < params.min_region_area:
             continue
-        comp = (labels[y:y + bh, x:x + bw] == i).astype(np.uint8)
+        comp = (labels[y - ky:y - ky + bh, x - kx:x - kx + bw] == i).astype(np.uint8)
         contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         perimeter = max(1.0, sum(cv2.arcLength(c, True) for c in contours))
         grow = int(np.ceil(area * params.unclip_ratio / perimeter)) + 1
@@ -321,7 +328,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     line = cv2.dilate(region[sl].astype(np.uint8), _disk(grow)).astype(bool)
     # glyphs the detector left out at the ends of a line ("©", a last digit):
     # searched along the line's direction, accepted only on strong evidence
-    extended = cv2.dilate(line.astype(np.uint8), _along(region, reach, grow)).astype(bool) | line
+    extended = cv2.dilate(line.astype(np.uint8), _along(region[sl], reach, grow)).astype(bool) | line
     blocked = cv2.dilate(others[sl].astype(np.uint8), _disk(grow)).astype(bool) | extended
     crop = np.ascontiguousarray(rgb[sl], np.float32)
     fit = LineFit(box=[int(x0), int(y0), int(x1 - x0), int(y1 - y0)])
@@ -540,14 +547,14 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     """The stroke-following mask and overlay estimate for a confidence map (see
     the module docstring).
 
-    ``reader`` (``verdicts(rgb, regions) -> [(is_text, reading dict)]``, as
+    ``reader`` (``verdicts(rgb, regions, boxes) -> [(is_text, reading dict)]``, as
     :class:`worker.detect.recognize.LineReader`; None keeps every region) reads
     each region back; regions that do not read as text (a cat's eye: one
     uncertain letter) are dropped and listed in ``result.rejected``."""
     union, boxes, regions = text_regions(confidence, params)
     rejected = []
     if reader is not None and regions:
-        verdicts = reader.verdicts(rgb, regions)
+        verdicts = reader.verdicts(rgb, regions, boxes)
         kept = [ok for ok, _ in verdicts]
         rejected = [{"box": b, **reading} for b, (ok, reading) in zip(boxes, verdicts) if not ok]
         boxes = [b for b, k in zip(boxes, kept) if k]
@@ -704,12 +711,18 @@ def _glyph_slot(strokes: np.ndarray, line: np.ndarray) -> np.ndarray | None:
 
 
 def _drop_specks(strokes: np.ndarray, min_area: int) -> np.ndarray:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(strokes.astype(np.uint8), connectivity=8)
-    small = np.nonzero(stats[:, cv2.CC_STAT_AREA] < min_area)[0]
-    small = small[small > 0]
-    if small.size == 0:
+    x, y, w, h = cv2.boundingRect(strokes.astype(np.uint8))
+    if not w:
         return strokes
-    return strokes & ~np.isin(labels, small)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(strokes[y:y + h, x:x + w].astype(np.uint8),
+                                                               connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    if keep[1:].all():
+        return strokes
+    keep[0] = False
+    out = np.zeros_like(strokes, dtype=bool)
+    out[y:y + h, x:x + w] = keep[labels]
+    return out
 
 
 def mask_from_strokes(strokes: np.ndarray, params: MaskParams, regions: np.ndarray | None = None,
@@ -725,14 +738,22 @@ def mask_from_strokes(strokes: np.ndarray, params: MaskParams, regions: np.ndarr
     the pixels there still show some of the overlay (anti-aliased edges)."""
     strokes = strokes.astype(bool)
     core = cv2.dilate(strokes.astype(np.uint8), _disk(params.dilate)).astype(bool) if params.dilate else strokes.copy()
-    if params.type == "binary" or params.sigma <= 0:
+    if params.type == "binary" or params.sigma <= 0 or not core.any():
         soft = core.astype(np.float32)
     else:
-        blurred = cv2.GaussianBlur(strokes.astype(np.float32), (0, 0), params.sigma)
+        soft = np.zeros(core.shape, np.float32)
+        # computed on the core's box plus the kernel's reach (zeros beyond: the
+        # same values as over the whole image); the soft mask is 0 outside the core
+        x, y, w, h = cv2.boundingRect(core.astype(np.uint8))
+        reach = int(np.ceil(4 * params.sigma)) + 2
+        y0, y1 = max(0, y - reach), min(core.shape[0], y + h + reach)
+        x0, x1 = max(0, x - reach), min(core.shape[1], x + w + reach)
+        s = strokes[y0:y1, x0:x1].astype(np.float32)
+        blurred = cv2.GaussianBlur(s, (0, 0), params.sigma)
         feather = np.clip(blurred / 0.5, 0.0, 1.0)  # a stroke edge pixel sees ~half the kernel
         if evidence is not None:
-            feather = np.maximum(feather, np.clip(evidence, 0.0, 1.0))
-        soft = np.where(core, np.maximum(strokes.astype(np.float32), feather), 0.0).astype(np.float32)
+            feather = np.maximum(feather, np.clip(evidence[y0:y1, x0:x1], 0.0, 1.0))
+        soft[y0:y1, x0:x1] = np.where(core[y0:y1, x0:x1], np.maximum(s, feather), 0.0)
     regions = core.copy() if regions is None else regions
     return MaskResult(soft=soft, binary=core.copy(), core=core, regions=regions, boxes=boxes or [],
                       strokes=strokes)

@@ -69,7 +69,7 @@ class TextDetector:
         if prob.shape != (h, w):
             enlarged = prob.shape[0] > h
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_AREA if enlarged else cv2.INTER_LINEAR)
-        return np.clip(prob, 0.0, 1.0).astype(np.float32)
+        return np.clip(prob, 0.0, 1.0, out=prob)
 
     def model_inputs(self, rgb: np.ndarray) -> list[np.ndarray]:
         """The arrays the model is run on for ``rgb`` (one per tile, NCHW):
@@ -84,10 +84,10 @@ class TextDetector:
         h, w = rgb.shape[:2]
         scale = min(self.max_scale, max(1.0, self.min_side / min(h, w)))
         sh, sw = max(_STRIDE, int(round(h * scale))), max(_STRIDE, int(round(w * scale)))
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.float32)
+        bgr = cv2.cvtColor(np.asarray(rgb, np.float32), cv2.COLOR_RGB2BGR)
         if (sh, sw) != (h, w):
             bgr = cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_CUBIC)
-        return np.clip(bgr, 0.0, 1.0)
+        return np.clip(bgr, 0.0, 1.0, out=bgr)
 
     def _tiles(self, bgr: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
         """One pass over the whole image when it fits ``single_pass_pixels``
@@ -108,10 +108,10 @@ class TextDetector:
     def _input(self, bgr: np.ndarray) -> np.ndarray:
         h, w = bgr.shape[:2]
         ph, pw = -h % _STRIDE, -w % _STRIDE
-        x = (bgr - _MEAN) / _STD
         if ph or pw:
-            x = cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+            bgr = cv2.copyMakeBorder(bgr, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+        # (x - mean) / std and HWC -> NCHW in one pass (the same float32 values as numpy's)
+        return cv2.dnn.blobFromImage(np.ascontiguousarray(bgr), 1.0 / _STD, mean=(_MEAN,) * 3)
 
     def _run(self, bgr: np.ndarray) -> np.ndarray:
         h, w = bgr.shape[:2]

@@ -58,20 +58,31 @@ def to_bgr8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb[:, :, ::-1], 0, 1) * 255).astype(np.uint8)
 
 
-def line_crop(rgb: np.ndarray, region: np.ndarray, bgr8: np.ndarray | None = None) -> np.ndarray:
+def line_crop(rgb: np.ndarray, region: np.ndarray, box: list[int] | None = None) -> np.ndarray:
     """The region's minimum-area rectangle from ``rgb`` (float32 HxWx3, 0-1),
     rotated upright and longer side horizontal, as uint8 BGR (what the model was
-    trained on). ``bgr8``: ``to_bgr8(rgb)`` when the caller crops several lines."""
-    ys, xs = np.nonzero(region)
-    points = np.stack([xs, ys], axis=1).astype(np.float32)
-    (cx, cy), (w, h), angle = cv2.minAreaRect(points)
+    trained on). ``box``: the region's [x, y, w, h] when known (saves a search
+    of the whole image)."""
+    bx, by = (box[0], box[1]) if box else (0, 0)
+    ys, xs = np.nonzero(region[by:by + box[3], bx:bx + box[2]] if box else region)
+    points = np.stack([xs + bx, ys + by], axis=1).astype(np.float32)
+    rect = cv2.minAreaRect(points)
+    (cx, cy), (w, h), angle = rect
     if h > w:
         w, h, angle = h, w, angle + 90.0
     w, h = max(2, int(round(w)) + 2), max(2, int(round(h)) + 2)
+    # only the rectangle's surroundings are converted: its bounding box plus the
+    # cubic kernel's reach and the rounding above (clipped at the image's edge,
+    # where the replicated border is the image's own)
+    corners = cv2.boxPoints(rect)
+    x0, y0 = (max(0, int(np.floor(v)) - 6) for v in corners.min(axis=0))
+    x1 = min(rgb.shape[1], int(np.ceil(corners[:, 0].max())) + 7)
+    y1 = min(rgb.shape[0], int(np.ceil(corners[:, 1].max())) + 7)
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     matrix[:, 2] += (w / 2 - cx, h / 2 - cy)  # the rectangle's centre lands in the crop's centre
-    bgr = to_bgr8(rgb) if bgr8 is None else bgr8
-    return cv2.warpAffine(bgr, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    matrix[:, 2] += matrix[:, :2] @ (x0, y0)  # ... read from the converted window
+    return cv2.warpAffine(to_bgr8(rgb[y0:y1, x0:x1]), matrix, (w, h), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 class LineReader:
@@ -91,20 +102,30 @@ class LineReader:
         """One Reading per uint8 BGR crop (any size), in order."""
         readings = []
         for crop in crops:  # one at a time: line widths differ, and a batch pads all to the widest
-            x = self._input(crop)
-            preds = self.session.run(None, {self.input_name: x})[0]
+            preds = self.run_session(self._input(crop))
             text, score = self.decode(preds)[0][:2]
             readings.append(Reading(str(text), float(score)))
         return readings
 
-    def read_lines(self, rgb: np.ndarray, regions: list[np.ndarray]) -> list[Reading]:
-        """Readings of the bool HxW ``regions`` of ``rgb`` (float32 HxWx3 in [0, 1])."""
-        bgr8 = to_bgr8(rgb) if regions else None  # once per image, not per line
-        return self.read([line_crop(rgb, region, bgr8) for region in regions])
+    def read_lines(self, rgb: np.ndarray, regions: list[np.ndarray],
+                   boxes: list[list[int]] | None = None) -> list[Reading]:
+        """Readings of the bool HxW ``regions`` of ``rgb`` (float32 HxWx3 in [0, 1]);
+        ``boxes``: their [x, y, w, h] when known."""
+        return self.read([line_crop(rgb, region, box) for region, box in zip(regions, boxes or [None] * len(regions))])
 
-    def verdicts(self, rgb: np.ndarray, regions: list[np.ndarray]) -> list[tuple[bool, dict]]:
+    def model_inputs(self, rgb: np.ndarray, regions: list[np.ndarray],
+                     boxes: list[list[int]] | None = None) -> list[np.ndarray]:
+        """The arrays the model is run on for these regions (one per line, NCHW):
+        what ``retouch bench`` times the bare session with."""
+        return [self._input(line_crop(rgb, region, box)) for region, box in zip(regions, boxes or [None] * len(regions))]
+
+    def run_session(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def verdicts(self, rgb: np.ndarray, regions: list[np.ndarray],
+                 boxes: list[list[int]] | None = None) -> list[tuple[bool, dict]]:
         """Per region: whether it reads as text (:func:`is_text`), and the reading."""
-        return [(is_text(r), {**r.to_dict(), "reader": self.name}) for r in self.read_lines(rgb, regions)]
+        return [(is_text(r), {**r.to_dict(), "reader": self.name}) for r in self.read_lines(rgb, regions, boxes)]
 
     @staticmethod
     def _input(crop: np.ndarray) -> np.ndarray:

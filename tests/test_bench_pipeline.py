@@ -1,0 +1,28 @@
+"""`retouch bench pipeline` prints and writes its figures: per-stage seconds
+per megapixel, and the detect stage against the bare ONNX sessions on the
+arrays it feeds them (the detector's alone, and with the line reader's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestration.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_bench_pipeline_reports_detect_against_its_model_sessions(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--images", str(EXAMPLES / "rocket-stamp.png"), "--repeats", "1", "pipeline",
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert figures["machine"]["cores"] >= 1 and "machine:" in printed
+    per_stage = figures["seconds_per_megapixel"]
+    assert {"detect", "inpaint", "postprocess"} <= set(per_stage)
+    # the reader reads the stamp's line: the sessions with it take longer than the detector's alone
+    assert figures["raw_onnx_with_reader_seconds_per_megapixel"] > figures["raw_onnx_seconds_per_megapixel"] > 0
+    assert abs(figures["detect_over_raw_onnx_with_reader"]
+               - per_stage["detect"] / figures["raw_onnx_with_reader_seconds_per_megapixel"]) < 0.01
+    assert "with the line reader" in printed and "detect / raw" in printed
