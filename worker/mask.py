@@ -89,6 +89,11 @@ class MaskResult:
     rejected: list[dict] = field(default_factory=list)
 
 
+def _length(d: np.ndarray) -> np.ndarray:
+    """Euclidean length over the last axis (numpy's norm, without its temporaries)."""
+    return np.sqrt(np.einsum("...k,...k->...", d, d))
+
+
 def _disk(radius: int) -> np.ndarray:
     radius = max(0, int(radius))
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
@@ -254,7 +259,7 @@ def _fit_blend(obs: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, float, floa
             return opaque
         slope = min(max(float((b_c * (o - o.mean(axis=0))).sum() / spread), 0.0), 0.95)  # shared 1 - alpha
         premult = o.mean(axis=0) - slope * b.mean(axis=0)  # alpha * colour
-        resid = np.linalg.norm(obs - (premult + slope * bg), axis=1)
+        resid = _length(obs - (premult + slope * bg))
         keep = resid <= np.percentile(resid, 70)
     o = obs[keep]
     alpha = 1.0 - slope
@@ -341,7 +346,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     # background from outside the glyphs; a second pass drops known pixels that
     # are outliers (stray strokes outside the region: outlines, descenders)
     bg = fill_background(crop, known, 0.35 * height, extended)
-    dev = np.linalg.norm(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab), axis=2)
+    dev = _length(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab))
     ring = known & cv2.dilate(extended.astype(np.uint8), _disk(max(3, int(0.5 * height)))).astype(bool)
     if ring.sum() >= 16:
         cut = max(12.0, 2.5 * float(np.percentile(dev[ring], 75)))
@@ -349,7 +354,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         if cleaner.sum() >= 16:
             known = cleaner
             bg = fill_background(crop, known, 0.35 * height, extended)
-            dev = np.linalg.norm(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab), axis=2)
+            dev = _length(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab))
     ring &= known
     texture = float(np.percentile(dev[ring], 95)) if ring.sum() >= 16 else 10.0
     # the evidence threshold follows the texture nearby: twice the local RMS of
@@ -382,7 +387,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         if members.sum() < max(6, 0.03 * cand.sum()):
             continue
         spread = max(10.0, 2.0 * float(np.sqrt(((lab[cand][members] - centres[k]) ** 2).sum(axis=1).mean())))
-        around = int((np.linalg.norm(ring_lab - centres[k], axis=1) < spread).sum()) if ring_lab.size else 0
+        around = int((_length(ring_lab - centres[k]) < spread).sum()) if ring_lab.size else 0
         density = members.sum() / line_px
         if density < 3.0 * around / ring_px:
             continue  # as common around the line as in it: the photo, not an overlay
@@ -414,7 +419,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
             # an "outline" whose colour is simply the photo around the line (a white
             # cup rim beside dark text) is background showing between the glyphs
             centre = lab[cand][members].mean(axis=0)
-            similar = int((np.linalg.norm(ring_all - centre, axis=1) < 12.0).sum()) if ring_all.size else 0
+            similar = int((_length(ring_all - centre) < 12.0).sum()) if ring_all.size else 0
             return members.sum() / line_px < 1.5 * similar / ring_px
 
         # ... or where they run along the line as a caption of their own would (a
@@ -439,13 +444,13 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         step = full - bg
         reach = np.maximum((step ** 2).sum(axis=2), 1e-6)
         t = ((crop - bg) * step).sum(axis=2) / reach
-        perp = np.linalg.norm((crop - bg) - t[..., None] * step, axis=2)
+        perp = _length((crop - bg) - t[..., None] * step)
         # evidence: moved toward the overlay; a residual beyond the texture's spread counts against
         allow = np.sqrt(reach) * 0.5 + tau / 100.0
         score = np.clip(t, 0.0, 1.0) * np.exp(-(perp / allow) ** 2)
         visible = np.sqrt(reach) * 100.0 > tau  # the overlay differs from its background by more than texture
         score = np.where(visible & (line | (extended & (dev > tau) & (score >= 0.5))), score, 0.0)
-        match = np.linalg.norm(lab - cv2.cvtColor(full.astype(np.float32), cv2.COLOR_RGB2Lab), axis=2)
+        match = _length(lab - cv2.cvtColor(full.astype(np.float32), cv2.COLOR_RGB2Lab))
         better = score > best_score
         best_match = np.where(better, match, best_match)
         best_score = np.where(better, score, best_score)
@@ -497,14 +502,14 @@ def median_evidence(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab)
     crop8 = np.clip(np.rint(crop * 255), 0, 255).astype(np.uint8)
     background = cv2.cvtColor(cv2.medianBlur(crop8, min(k, 255)).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    dist_bg = np.linalg.norm(lab - background, axis=2)
+    dist_bg = _length(lab - background)
     inside = dist_bg[sub]
     far = sub & (dist_bg >= np.percentile(inside, 85))
     text = lab[far].mean(axis=0)
     separation = float(np.linalg.norm(text - np.median(background[sub], axis=0)))
     if separation < 6.0 or float(np.median(dist_bg[far])) < 6.0:
         return prob  # no distinct text colour (ΔE < 6): nothing to remove here
-    d_text = np.linalg.norm(lab - text, axis=2)
+    d_text = _length(lab - text)
     member = np.clip(0.5 + (dist_bg - d_text) / (2 * separation), 0.0, 1.0)
     # Where the background happens to match the text colour (white text crossing a
     # white object), the median cannot tell them apart; such pixels are text-coloured,
