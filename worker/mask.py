@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from worker import shadow
+
 
 
 
@@ -144,7 +146,8 @@ class LineFit:
     colour's share of the stroke pixels; ``stroke_share``: strokes / line area;
     ``texture``: the background's own variation around the line (ΔE, 95th
     percentile), the evidence threshold; ``rmse``: the blend fit's residual per
-    colour (0-1 RGB)."""
+    colour (0-1 RGB); ``shadow``: the offset of the line's drop shadow, if one
+    was found (:mod:`worker.shadow`)."""
 
     box: list[int]
     colours: list[list[int]] = field(default_factory=list)
@@ -153,6 +156,7 @@ class LineFit:
     rmse: list[float] = field(default_factory=list)
     stroke_share: float = 0.0
     texture: float = 0.0
+    shadow: list[int] | None = None   # [dx, dy] of a drop shadow found (its colour is the last one)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -461,6 +465,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     prob = np.where(extended & (dev > 0.5 * tau), np.maximum(best_score, 0.0), 0.0).astype(np.float32)
     prob = _drop_blobs(prob, best_k, 0.35)
     prob = _glyphs_beyond(prob, line, best_match, best_t, best_k == main_fit, 0.35)
+    prob = _with_shadow(prob, crop, bg, extended, height, fits, best_k, best_t, fit)
     strokes = prob >= 0.35
     total = max(1, int(strokes.sum()))
     for k, (colour, alpha, rmse, _) in enumerate(fits):
@@ -475,6 +480,34 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         fit.shares.append(round(int((strokes & (best_k == k)).sum()) / total, 3))
     fit.stroke_share = round(int(strokes.sum()) / max(1, int(line.sum())), 4)
     return sl, prob, overlay, fit
+
+
+def _with_shadow(prob: np.ndarray, crop: np.ndarray, bg: np.ndarray, extended: np.ndarray,
+                 height: float, fits: list, best_k: np.ndarray, best_t: np.ndarray, fit: LineFit) -> np.ndarray:
+    """``prob`` with the line's drop shadow added (:mod:`worker.shadow`), its
+    colour and opacity fitted as a blend like the other colours (appended to
+    ``fits``; ``best_k`` and ``best_t`` updated in place where it wins; its
+    offset recorded in ``fit``)."""
+    strokes = prob >= 0.35
+    near = cv2.dilate(strokes.astype(np.uint8), _disk(1)).astype(bool)
+    reach = int(min(shadow.MAX_OFFSET, max(2, round(0.2 * height))))
+    within = cv2.dilate(extended.astype(np.uint8), _disk(reach)).astype(bool)
+    change = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab) - cv2.cvtColor(bg.astype(np.float32), cv2.COLOR_RGB2Lab)
+    found = shadow.find_shadow(prob, strokes, near, change, within, height)
+    if found is None:
+        return prob
+    solid = found.weight >= 0.5
+    if solid.sum() < 12:
+        return prob
+    colour, alpha, rmse = _fit_blend(crop[solid], bg[solid])
+    step = alpha * colour[None, None, :] + (1.0 - alpha) * bg - bg
+    t = np.clip(((crop - bg) * step).sum(axis=2) / np.maximum((step ** 2).sum(axis=2), 1e-6), 0.0, 1.0)
+    wins = found.weight > prob
+    fits.append((colour, alpha, rmse, int(solid.sum())))
+    best_k[wins] = len(fits) - 1
+    best_t[wins] = t[wins]
+    fit.shadow = [int(found.offset[0]), int(found.offset[1])]
+    return np.maximum(prob, found.weight)
 
 
 def median_evidence(rgb: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -545,6 +578,8 @@ def _segment_reduced(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, co
     overlay = cv2.resize(full_ov, (w, h), interpolation=cv2.INTER_NEAREST)
     overlay[..., 3] = np.where(prob > 0.05, overlay[..., 3], 0.0)
     fit.box = [int(origin[0]), int(origin[1]), int(w), int(h)]
+    if fit.shadow:
+        fit.shadow = [int(round(v * factor)) for v in fit.shadow]
     return prob, overlay, fit
 
 
