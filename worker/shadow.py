@@ -101,6 +101,8 @@ def find_shadow(prob: np.ndarray, strokes: np.ndarray, near: np.ndarray, change:
     shown = moved(prob, *offset) * (~near & within)
     # a moved stroke pixel is shadow where it changed in the shadow's direction
     # by a good share of what the shadow's pixels do on average
+    if not (shown > 0.5).any():
+        return None
     direction = change[shown > 0.5].mean(axis=0)
     along = change @ (direction / max(float(np.linalg.norm(direction)), 1e-6))
     weight = np.where(along >= 0.4 * departure, shown, 0.0).astype(np.float32)
