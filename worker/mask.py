@@ -350,7 +350,8 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     # background from outside the glyphs; a second pass drops known pixels that
     # are outliers (stray strokes outside the region: outlines, descenders)
     bg = fill_background(crop, known, 0.35 * height, extended)
-    dev = _length(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab))
+    change = lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab)
+    dev = _length(change)
     ring = known & cv2.dilate(extended.astype(np.uint8), _disk(max(3, int(0.5 * height)))).astype(bool)
     if ring.sum() >= 16:
         cut = max(12.0, 2.5 * float(np.percentile(dev[ring], 75)))
@@ -358,7 +359,8 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         if cleaner.sum() >= 16:
             known = cleaner
             bg = fill_background(crop, known, 0.35 * height, extended)
-            dev = _length(lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab))
+            change = lab - cv2.cvtColor(bg, cv2.COLOR_RGB2Lab)
+            dev = _length(change)
     ring &= known
     texture = float(np.percentile(dev[ring], 95)) if ring.sum() >= 16 else 10.0
     # the evidence threshold follows the texture nearby: twice the local RMS of
@@ -465,7 +467,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     prob = np.where(extended & (dev > 0.5 * tau), np.maximum(best_score, 0.0), 0.0).astype(np.float32)
     prob = _drop_blobs(prob, best_k, 0.35)
     prob = _glyphs_beyond(prob, line, best_match, best_t, best_k == main_fit, 0.35)
-    prob = _with_shadow(prob, crop, bg, extended, height, fits, best_k, best_t, fit)
+    prob = _with_shadow(prob, crop, bg, change, extended, height, fits, best_k, best_t, fit)
     strokes = prob >= 0.35
     total = max(1, int(strokes.sum()))
     for k, (colour, alpha, rmse, _) in enumerate(fits):
@@ -482,17 +484,16 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     return sl, prob, overlay, fit
 
 
-def _with_shadow(prob: np.ndarray, crop: np.ndarray, bg: np.ndarray, extended: np.ndarray,
+def _with_shadow(prob: np.ndarray, crop: np.ndarray, bg: np.ndarray, change: np.ndarray, extended: np.ndarray,
                  height: float, fits: list, best_k: np.ndarray, best_t: np.ndarray, fit: LineFit) -> np.ndarray:
     """``prob`` with the line's drop shadow added (:mod:`worker.shadow`), its
     colour and opacity fitted as a blend like the other colours (appended to
     ``fits``; ``best_k`` and ``best_t`` updated in place where it wins; its
-    offset recorded in ``fit``)."""
+    offset recorded in ``fit``). ``change``: each pixel's Lab minus its background's."""
     strokes = prob >= 0.35
     near = cv2.dilate(strokes.astype(np.uint8), _disk(1)).astype(bool)
     reach = int(min(shadow.MAX_OFFSET, max(2, round(0.2 * height))))
     within = cv2.dilate(extended.astype(np.uint8), _disk(reach)).astype(bool)
-    change = cv2.cvtColor(crop, cv2.COLOR_RGB2Lab) - cv2.cvtColor(bg.astype(np.float32), cv2.COLOR_RGB2Lab)
     found = shadow.find_shadow(prob, strokes, near, change, within, height)
     if found is None:
         return prob
