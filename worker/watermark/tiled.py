@@ -27,71 +27,19 @@ import warnings
 import cv2
 import numpy as np
 
+from worker.watermark.lattice import MIN_PERIOD, MIN_Z, find_lattice, repeat_map
+from worker.watermark.lattice import residual as colour_residual
 from worker.watermark.marks import Marks
 from worker.watermark.template import ALPHA_FLOOR
 
-MIN_PEAK = 0.25       # normalised autocorrelation a lattice vector needs
-MIN_PERIOD = 10.0     # px: shorter repeats are texture or noise, not marks
-REPEATS = 3           # lattice translates averaged each way
+LATTICE_SIGMA = 1.0   # px: the high-pass the lattice is found in (text strokes are a few px wide)
+SHAPE_SIGMA = 3.0     # px: the high-pass the mark's shape is averaged in
+CORE_Z = (4.0, 3.0, 2.5)  # a stroke's core stands this far out of the translate median's spread (the
+                          # first threshold that keeps MIN_CORE of the image); its fainter parts half as far
+AGREE_Z = 2.0         # a translate shows the stroke on its own when its projected residual is this far out ...
+AGREEMENT = 0.7       # ... and a core pixel needs this share of its translates to
+MIN_CORE = 0.01       # share of the image below which the core threshold steps down (textured photos)
 MAX_SIDE = 2048       # larger images are not searched (the padded FFT and the translate stacks grow with the area)
-
-
-def _peaks(residual: np.ndarray) -> tuple[np.ndarray, list[tuple[float, np.ndarray]]]:
-    h, w = residual.shape
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    r = (residual - residual.mean()) * window
-    spectrum = np.fft.rfft2(r, s=(2 * h, 2 * w))                      # zero-padded: no wrap-around
-    # whitened (|F| rather than |F|^2): the photo's strong low frequencies no longer bury the repeat's peaks
-    auto = np.fft.irfft2(np.abs(spectrum), s=(2 * h, 2 * w))
-    # normalise by the overlap of the window with itself at each shift, then by the zero shift
-    overlap = np.fft.irfft2(np.abs(np.fft.rfft2(window, s=(2 * h, 2 * w))) ** 2, s=(2 * h, 2 * w))
-    auto = np.fft.fftshift(auto / np.maximum(overlap, overlap.max() * 0.05))
-    cy, cx = h, w
-    auto /= auto[cy, cx]
-    # shifts up to 0.7 of the image: marks repeat at least twice
-    yy, xx = np.mgrid[-cy:auto.shape[0] - cy, -cx:auto.shape[1] - cx]
-    radius = np.hypot(yy, xx)
-    valid = (radius >= MIN_PERIOD) & (np.abs(yy) <= 0.7 * h) & (np.abs(xx) <= 0.7 * w) & ((yy > 0) | ((yy == 0) & (xx > 0)))
-    local = auto == cv2.dilate(auto.astype(np.float32), np.ones((5, 5), np.uint8))
-    ys, xs = np.nonzero(valid & local & (auto > 0.05))
-    order = np.argsort(-auto[ys, xs])[:20]
-    peaks = []
-    for i in order:
-        y, x = ys[i], xs[i]
-        dy = dx = 0.0
-        if 0 < y < auto.shape[0] - 1 and 0 < x < auto.shape[1] - 1:
-            a, b, c = auto[y - 1, x], auto[y, x], auto[y + 1, x]
-            dy = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
-            a, c = auto[y, x - 1], auto[y, x + 1]
-            dx = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
-        peaks.append((float(auto[y, x]), np.array([x - cx + dx, y - cy + dy])))
-    return auto, peaks
-
-
-def lattice(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """(v1, v2, strength): two non-parallel repeat vectors (x, y in px) of the
-    residual and the weaker one's normalised autocorrelation; None if the image
-    does not repeat."""
-    _, peaks = _peaks(residual)
-    if not peaks or peaks[0][0] < MIN_PEAK:
-        return None
-    s1, v1 = peaks[0]
-    for s2, v2 in peaks[1:]:
-        cross = abs(v1[0] * v2[1] - v1[1] * v2[0])
-        if cross > 0.3 * np.linalg.norm(v1) * np.linalg.norm(v2) and s2 >= 0.6 * MIN_PEAK:
-            return v1, v2, min(s1, s2)
-    return None
-
-
-def _translates(shape: tuple[int, int], v1: np.ndarray, v2: np.ndarray) -> list[np.ndarray]:
-    h, w = shape
-    shifts = []
-    for i in range(-REPEATS, REPEATS + 1):
-        for j in range(-REPEATS, REPEATS + 1):
-            s = i * v1 + j * v2
-            if abs(s[0]) < w * 0.9 and abs(s[1]) < h * 0.9:
-                shifts.append(s)
-    return shifts
 
 
 def lattice_stack(image: np.ndarray, shifts: list[np.ndarray]) -> np.ndarray:
@@ -105,6 +53,33 @@ def lattice_stack(image: np.ndarray, shifts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _shape(rgb: np.ndarray, shifts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(evidence float32 HxW, agreement float32 HxW, direction float32 3).
+
+    The residual of each channel is projected on the direction the mark moves
+    the colour (the first principal axis of the strongest translate medians,
+    signed so the strokes are positive: they are few and strong, their halo
+    wide and faint). ``evidence``: its median over the lattice translates (the
+    photo differs from one translate to the next, the mark does not) over its
+    robust spread; ``agreement``: the share of the translates covering a pixel
+    in which it stands out on its own (a photo edge does in one, a stroke in all)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN: no translate covers the pixel
+        stacks = [lattice_stack(channel, shifts) for channel in colour_residual(rgb, SHAPE_SIGMA)]
+        m = np.stack([np.nan_to_num(np.nanmedian(stack, axis=0), nan=0.0) for stack in stacks], axis=-1)
+        norm = np.linalg.norm(m, axis=-1)
+        strong = m[norm >= np.percentile(norm, 90)]
+        direction = np.linalg.eigh(strong.T @ strong)[1][:, -1].astype(np.float32)
+        t = m @ direction
+        if float((t ** 3).sum()) < 0:
+            t, direction = -t, -direction
+        spread = 1.4826 * float(np.median(np.abs(t - np.median(t)))) + 1e-6
+        projected = sum(stack * d for stack, d in zip(stacks, direction))
+        agreement = np.nan_to_num(np.nanmean(np.where(np.isnan(projected), np.nan, projected > AGREE_Z * spread),
+                                             axis=0), nan=0.0)
+    return (t / spread).astype(np.float32), agreement.astype(np.float32), direction
+
+
 def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
     """A tiled mark in ``rgb`` (float32 HxWx3), merged into ``marks``; a note
     when the image does not repeat or the repeat does not look like an overlay."""
@@ -116,25 +91,27 @@ def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
     if max(h, w) > MAX_SIDE:
         marks.notes.append(f"auto: {w}x{h} is over {MAX_SIDE} px a side, where repeated marks are not looked for yet")
         return marks
-    luma = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32))
-    residual = luma - cv2.GaussianBlur(luma, (0, 0), 3.0)
-    found = lattice(residual)
-    if found is None:
-        marks.notes.append("auto: no repeated pattern (no two lattice peaks in the residual's autocorrelation)")
+    found = find_lattice(repeat_map(colour_residual(rgb, LATTICE_SIGMA)))
+    if found is None or found.z < MIN_Z:
+        marks.notes.append("auto: no repeated pattern (no lattice stands out of the residual's self-correlation" +
+                           (f": the best, period {np.linalg.norm(found.v1):.0f} px, at {found.z:.1f} of its spread "
+                            f"< {MIN_Z})" if found else ")"))
         return marks
-    v1, v2, strength = found
-    shifts = _translates((h, w), v1, v2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nan_to_num(np.nanmean(lattice_stack(residual, shifts), axis=0), nan=0.0)
-    sigma = 1.4826 * float(np.median(np.abs(mean - np.median(mean)))) + 1e-6
-    strong = np.abs(mean) > 4 * sigma
-    sign = 1.0 if mean[strong].sum() >= 0 else -1.0
-    core = (sign * mean > 4 * sigma)
+    v1, v2, strength = found.v1, found.v2, min(1.0, found.z / (2 * MIN_Z))
+    shifts = found.shifts((h, w), min_overlap=0.1)
+    evidence, agreement, direction = _shape(rgb, shifts)
+    for z in CORE_Z:
+        core = (evidence > z) & (agreement >= AGREEMENT)
+        if core.mean() >= MIN_CORE:
+            break
     if not 0.003 < core.mean() < 0.4:
         marks.notes.append(f"auto: a repeat (period {np.linalg.norm(v1):.0f} px) but no mark standing out of it "
                            f"({core.mean():.1%} of the image)")
         return marks
+    # the strokes' fainter parts: connected to the core and above half its threshold
+    _, labels = cv2.connectedComponents((evidence > z / 2).astype(np.uint8), connectivity=8)
+    core = np.isin(labels, np.unique(labels[core])) & (labels > 0)
+    sign = 1.0 if direction.sum() >= 0 else -1.0
     region = cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     hole = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8))
     photo = cv2.inpaint(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8), hole, 3,
