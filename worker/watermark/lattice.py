@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 MIN_Z = 8.0          # a lattice's score over the spread of the whole map it needs (clean photos: <= 6.8)
+FINE_SIGMA = 1.0      # px: the high-pass the lattice is found in (text strokes are a few px wide)
+COARSE_SIGMA = 6.0    # px: the high-pass a grid of similar objects correlates in more than a tiled overlay
 MIN_PERIOD = 12.0     # px: shorter repeats are texture or noise, not marks
 MIN_OVERLAP = 0.2     # a shift is scored only where the image and its translate share this much of the area
 CANDIDATES = 30       # local maxima tried as lattice vectors
@@ -48,8 +50,8 @@ class Lattice:
     z: float = 0.0
 
     def shifts(self, shape: tuple[int, int], reach: int = REACH, min_overlap: float = 0.0) -> list[np.ndarray]:
-        """Lattice vectors (the zero shift first) whose translate of a ``shape``
-        image keeps at least ``min_overlap`` of it."""
+        """Lattice vectors, the zero shift first and the rest by length, whose
+        translate of a ``shape`` image keeps at least ``min_overlap`` of it."""
         h, w = shape
         out = [np.zeros(2)]
         for i in range(-reach, reach + 1):
@@ -58,7 +60,7 @@ class Lattice:
                 if (i or j) and (w - abs(s[0])) * (h - abs(s[1])) > max(min_overlap, 0.02) * w * h \
                         and abs(s[0]) < w and abs(s[1]) < h:
                     out.append(s)
-        return out
+        return out[:1] + sorted(out[1:], key=lambda s: float(np.hypot(*s)))
 
 
 def residual(rgb: np.ndarray, sigma: float = 3.0) -> list[np.ndarray]:
@@ -112,6 +114,16 @@ def _candidates(corr: np.ndarray) -> list[np.ndarray]:
             dx = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
         out.append(np.array([x - w + dx, y - h + dy]))
     return out
+
+
+def coarse_ratio(rgb: np.ndarray, lattice: Lattice) -> float:
+    """The lattice's score in a coarse residual (``COARSE_SIGMA``) over its
+    score in ``lattice``'s own (assumed found at ``FINE_SIGMA``). A tiled
+    overlay repeats to the pixel, so it correlates as well at fine scale as at
+    coarse (<= 1.1 on the evaluation's marks); similar objects laid on a grid
+    (coins, windows) correlate mostly at coarse scale (2.5 for skimage's coins)."""
+    coarse, _ = _score(repeat_map(residual(rgb, COARSE_SIGMA)), lattice.v1, lattice.v2)
+    return coarse / max(lattice.score, 1e-6)
 
 
 def reduce_basis(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,21 +2,28 @@
 
 A mark tiled over the whole picture repeats on a lattice; the photo does not.
 
-1. The lattice: the whitened autocorrelation (FFT) of the high-pass residual
-   of the luma, windowed, has peaks at the lattice vectors; the strongest one and
-   the strongest one not parallel to it (refined to a fraction of a pixel)
-   give the period and the angle.
-2. The mark's shape: the residual averaged over the lattice translates (up
-   to 3 repeats each way) keeps the mark and averages the photo away; pixels
-   standing out of that average's noise by ``4 sigma`` are the mark.
+1. The lattice (:mod:`worker.watermark.lattice`): the normalised
+   self-correlation of the colour channels' fine high-pass residual; a lattice
+   must stand ``MIN_Z`` times its spread out of the chance repeats, and
+   correlate about as well at fine scale as at coarse (a tiled overlay repeats
+   to the pixel; coins or windows on a grid only resemble one another).
+2. The mark's shape: each channel's residual, median over the lattice
+   translates that overlap the image (the photo differs between translates,
+   the mark does not), projected on the direction the mark moves the colour
+   (so a red mark on a cat counts, where luma would nearly lose it). The core
+   stands out of that median's spread and shows in most translates on its
+   own; its fainter parts connected to it are kept, parts that agree in few
+   translates (a photo edge copied along the lattice) are dropped; grown by
+   one pixel for the anti-aliased edge.
 3. Its overlay: the photo under the mark is inpainted (Telea); alpha per
    pixel by least squares towards the mark's colour, median-averaged over the
    lattice translates, and the colour by least squares given alpha
    (alternating, as for a learned mark).
 
-Periodic textures (brick, tiles, fabric) also repeat: whether automatic
-detection is on by default depends on the false area measured on clean
-photos (see the report of issue 11); ``--watermark auto`` turns it on.
+Measured (``retouch watermark eval --kinds tiled``, 12 photos at 256 px, with
+the text detector): recall 0.88, PSNR in the true mask 24.5 dB against 24.6
+for Telea given the true mask. Clean photos (18 bundled at 256-768 px, brick,
+grass, gravel, coins) give no mark.
 """
 
 from __future__ import annotations
@@ -27,18 +34,22 @@ import warnings
 import cv2
 import numpy as np
 
-from worker.watermark.lattice import MIN_PERIOD, MIN_Z, find_lattice, repeat_map
+from worker.watermark.lattice import FINE_SIGMA, MIN_PERIOD, MIN_Z, coarse_ratio, find_lattice, repeat_map
 from worker.watermark.lattice import residual as colour_residual
 from worker.watermark.marks import Marks
 from worker.watermark.template import ALPHA_FLOOR
 
-LATTICE_SIGMA = 1.0   # px: the high-pass the lattice is found in (text strokes are a few px wide)
+MAX_COARSE = 1.6      # a lattice correlating this many times better at coarse scale than at fine is objects on a grid
 SHAPE_SIGMA = 3.0     # px: the high-pass the mark's shape is averaged in
 CORE_Z = (4.0, 3.0, 2.5)  # a stroke's core stands this far out of the translate median's spread (the
                           # first threshold that keeps MIN_CORE of the image); its fainter parts half as far
 AGREE_Z = 2.0         # a translate shows the stroke on its own when its projected residual is this far out ...
 AGREEMENT = 0.7       # ... and a core pixel needs this share of its translates to
+PART_AGREEMENT = 0.6  # a connected part of the mark needs this mean agreement (a photo feature copied along the
+                      # lattice by the median agrees in fewer translates than a stroke) ...
+MIN_PART = 10         # ... and this many px
 MIN_CORE = 0.01       # share of the image below which the core threshold steps down (textured photos)
+MAX_TRANSLATES = 25   # the nearest lattice translates stacked (memory: 3 stacks of this many images)
 MAX_SIDE = 2048       # larger images are not searched (the padded FFT and the translate stacks grow with the area)
 
 
@@ -91,14 +102,20 @@ def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
     if max(h, w) > MAX_SIDE:
         marks.notes.append(f"auto: {w}x{h} is over {MAX_SIDE} px a side, where repeated marks are not looked for yet")
         return marks
-    found = find_lattice(repeat_map(colour_residual(rgb, LATTICE_SIGMA)))
+    found = find_lattice(repeat_map(colour_residual(rgb, FINE_SIGMA)))
     if found is None or found.z < MIN_Z:
         marks.notes.append("auto: no repeated pattern (no lattice stands out of the residual's self-correlation" +
                            (f": the best, period {np.linalg.norm(found.v1):.0f} px, at {found.z:.1f} of its spread "
                             f"< {MIN_Z})" if found else ")"))
         return marks
+    coarse = coarse_ratio(rgb, found)
+    if coarse > MAX_COARSE:
+        marks.notes.append(f"auto: a repeat (period {np.linalg.norm(found.v1):.0f} px) that correlates {coarse:.1f} "
+                           f"times better at coarse scale than at fine (> {MAX_COARSE}): similar objects on a grid, "
+                           "not a mark repeated to the pixel")
+        return marks
     v1, v2, strength = found.v1, found.v2, min(1.0, found.z / (2 * MIN_Z))
-    shifts = found.shifts((h, w), min_overlap=0.1)
+    shifts = found.shifts((h, w), min_overlap=0.1)[:MAX_TRANSLATES]
     evidence, agreement, direction = _shape(rgb, shifts)
     for z in CORE_Z:
         core = (evidence > z) & (agreement >= AGREEMENT)
@@ -110,7 +127,11 @@ def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
         return marks
     # the strokes' fainter parts: connected to the core and above half its threshold
     _, labels = cv2.connectedComponents((evidence > z / 2).astype(np.uint8), connectivity=8)
-    core = np.isin(labels, np.unique(labels[core])) & (labels > 0)
+    count = np.bincount(labels.ravel())
+    agree = np.bincount(labels.ravel(), weights=agreement.ravel()) / np.maximum(count, 1)
+    seeds = np.unique(labels[core])
+    seeds = seeds[(seeds > 0) & (agree[seeds] >= PART_AGREEMENT) & (count[seeds] >= MIN_PART)]
+    core = np.isin(labels, seeds)
     sign = 1.0 if direction.sum() >= 0 else -1.0
     region = cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     hole = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8))
