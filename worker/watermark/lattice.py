@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+from scipy import fft as sfft
 
 MIN_Z = 8.0          # a lattice's score over the spread of the whole map it needs (clean photos: <= 6.8)
 FINE_SIGMA = 1.0      # px: the high-pass the lattice is found in (text strokes are a few px wide)
@@ -78,18 +79,18 @@ def repeat_map(channels: list[np.ndarray]) -> np.ndarray:
     overlap is under ``MIN_OVERLAP`` of the image."""
     h, w = channels[0].shape
     size = (2 * h, 2 * w)
-    num = np.zeros(size)
-    energy = np.zeros((h, w))
-    for f in channels:
-        spectrum = np.fft.rfft2(f, s=size)
-        num += np.fft.irfft2(spectrum * np.conj(spectrum), s=size)
-        energy += f.astype(np.float64) ** 2
-    ones = np.fft.rfft2(np.ones((h, w)), s=size)
-    e = np.fft.rfft2(energy, s=size)
+    num = np.zeros(size, np.float32)
+    energy = np.zeros((h, w), np.float32)
+    for f in channels:   # single precision (scipy keeps it): a 2048 px image pads to 4096 x 4096
+        spectrum = sfft.rfft2(f.astype(np.float32), s=size)
+        num += sfft.irfft2(spectrum * np.conj(spectrum), s=size)
+        energy += f.astype(np.float32) ** 2
+    ones = sfft.rfft2(np.ones((h, w), np.float32), s=size)
+    e = sfft.rfft2(energy, s=size)
     # energy of f(x) and of f(x + s) over the overlap of the image with its translate by s
-    ahead = np.fft.irfft2(e * np.conj(ones), s=size)
-    behind = np.fft.irfft2(ones * np.conj(e), s=size)
-    overlap = np.fft.irfft2(ones * np.conj(ones), s=size)
+    ahead = sfft.irfft2(e * np.conj(ones), s=size)
+    behind = sfft.irfft2(ones * np.conj(e), s=size)
+    overlap = sfft.irfft2(ones * np.conj(ones), s=size)
     corr = num / np.sqrt(np.maximum(ahead * behind, 1e-12))
     corr[overlap < MIN_OVERLAP * h * w] = 0.0
     return np.fft.fftshift(corr).astype(np.float32)
