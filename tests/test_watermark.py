@@ -24,7 +24,6 @@ from worker.unblend import unblend
 from worker.watermark import Template, WatermarkError, load_template, save_template, template_marks
 from worker.watermark.learn import learn
 from worker.watermark.match import Occurrence, find, render
-from worker.watermark.tiled import tiled_marks
 from worker.watermark.template import Pose
 
 
@@ -188,34 +187,6 @@ def test_retouch_run_learns_the_batch_mark_then_lifts_it(tmp_path):
         baseline.append(metrics.psnr(c, telea(o.astype(np.float32), mask), mask))
     assert min(recalls) >= 0.95
     assert np.mean(psnr) > np.mean(baseline) + 1, (np.mean(psnr), np.mean(baseline))
-
-
-# --- automatic: repeated marks ----------------------------------------------------
-
-def test_tiled_mark_found_without_a_template_and_lifted():
-
-    clean = next(p.rgb for p in bundled_photos(384) if p.name == "rocket")
-    spec = degrade.random_watermark_spec(np.random.default_rng(3), clean.shape[1], clean.shape[0])
-    observed, truth = degrade.tiled_watermark(clean, spec)
-    observed = (np.round(observed * 255) / 255).astype(np.float32)
-    marks = tiled_marks(observed)
-    assert len(marks.records) == 1 and marks.records[0]["kind"] == "tiled"
-    assert abs(marks.records[0]["alpha"] - spec.opacity) < 0.1
-    assert (marks.region & truth).sum() / truth.sum() >= 0.95
-    assert (marks.region & ~truth).mean() < 0.03
-    restored = unblend(observed, marks.overlay, marks.region)
-    out = telea(restored.rgb, restored.remaining)
-    assert metrics.psnr(clean, out, truth) > metrics.psnr(clean, observed, truth) + 10
-
-
-def test_no_repeated_marks_on_clean_photos():
-
-
-    photos = [p.rgb for p in bundled_photos(384)]
-    photos.append(np.dstack([skimage.data.brick()] * 3)[:384, :384].astype(np.float32) / 255)  # a periodic texture
-    for rgb in photos:
-        marks = tiled_marks(rgb)
-        assert not marks.records and not marks.region.any() and len(marks.notes) == 1
 
 
 def test_learning_aligns_a_mark_that_moves_a_little():

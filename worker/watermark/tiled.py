@@ -2,21 +2,28 @@
 
 A mark tiled over the whole picture repeats on a lattice; the photo does not.
 
-1. The lattice: the whitened autocorrelation (FFT) of the high-pass residual
-   of the luma, windowed, has peaks at the lattice vectors; the strongest one and
-   the strongest one not parallel to it (refined to a fraction of a pixel)
-   give the period and the angle.
-2. The mark's shape: the residual averaged over the lattice translates (up
-   to 3 repeats each way) keeps the mark and averages the photo away; pixels
-   standing out of that average's noise by ``4 sigma`` are the mark.
+1. The lattice (:mod:`worker.watermark.lattice`): the normalised
+   self-correlation of the colour channels' fine high-pass residual; a lattice
+   must stand ``MIN_Z`` times its spread out of the chance repeats, and
+   correlate about as well at fine scale as at coarse (a tiled overlay repeats
+   to the pixel; coins or windows on a grid only resemble one another).
+2. The mark's shape: each channel's residual, median over the lattice
+   translates that overlap the image (the photo differs between translates,
+   the mark does not), projected on the direction the mark moves the colour
+   (so a red mark on a cat counts, where luma would nearly lose it). The core
+   stands out of that median's spread and shows in most translates on its
+   own; its fainter parts connected to it are kept, parts that agree in few
+   translates (a photo edge copied along the lattice) are dropped; grown by
+   one pixel for the anti-aliased edge.
 3. Its overlay: the photo under the mark is inpainted (Telea); alpha per
    pixel by least squares towards the mark's colour, median-averaged over the
    lattice translates, and the colour by least squares given alpha
    (alternating, as for a learned mark).
 
-Periodic textures (brick, tiles, fabric) also repeat: whether automatic
-detection is on by default depends on the false area measured on clean
-photos (see the report of issue 11); ``--watermark auto`` turns it on.
+Measured (``retouch watermark eval --kinds tiled``, 12 photos at 256 px, with
+the text detector): recall 0.88, PSNR in the true mask 24.7 dB against 24.6
+for Telea given the true mask. Clean photos (18 bundled at 256-768 px, brick,
+grass, gravel, coins) give no mark.
 """
 
 from __future__ import annotations
@@ -27,82 +34,73 @@ import warnings
 import cv2
 import numpy as np
 
+from worker.watermark.lattice import FINE_SIGMA, MIN_PERIOD, MIN_Z, coarse_ratio, find_lattice, repeat_map
+from worker.watermark.lattice import residual as colour_residual
 from worker.watermark.marks import Marks
 from worker.watermark.template import ALPHA_FLOOR
 
-MIN_PEAK = 0.25       # normalised autocorrelation a lattice vector needs
-MIN_PERIOD = 10.0     # px: shorter repeats are texture or noise, not marks
-REPEATS = 3           # lattice translates averaged each way
+MAX_COARSE = 1.6      # a lattice correlating this many times better at coarse scale than at fine is objects on a grid
+SHAPE_SIGMA = 3.0     # px: the high-pass the mark's shape is averaged in
+CORE_Z = (4.0, 3.0, 2.5)  # a stroke's core stands this far out of the translate median's spread (the
+                          # first threshold that keeps MIN_CORE of the image); its fainter parts half as far
+AGREE_Z = 2.0         # a translate shows the stroke on its own when its projected residual is this far out ...
+AGREEMENT = 0.7       # ... and a core pixel needs this share of its translates to
+PART_AGREEMENT = 0.6  # a connected part of the mark needs this mean agreement (a photo feature copied along the
+                      # lattice by the median agrees in fewer translates than a stroke) ...
+MIN_PART = 10         # ... and this many px
+MIN_CORE = 0.01       # share of the image below which the core threshold steps down (textured photos)
+MAX_TRANSLATES = 25   # the nearest lattice translates stacked (memory: 3 stacks of this many images)
 MAX_SIDE = 2048       # larger images are not searched (the padded FFT and the translate stacks grow with the area)
 
 
-def _peaks(residual: np.ndarray) -> tuple[np.ndarray, list[tuple[float, np.ndarray]]]:
-    h, w = residual.shape
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    r = (residual - residual.mean()) * window
-    spectrum = np.fft.rfft2(r, s=(2 * h, 2 * w))                      # zero-padded: no wrap-around
-    # whitened (|F| rather than |F|^2): the photo's strong low frequencies no longer bury the repeat's peaks
-    auto = np.fft.irfft2(np.abs(spectrum), s=(2 * h, 2 * w))
-    # normalise by the overlap of the window with itself at each shift, then by the zero shift
-    overlap = np.fft.irfft2(np.abs(np.fft.rfft2(window, s=(2 * h, 2 * w))) ** 2, s=(2 * h, 2 * w))
-    auto = np.fft.fftshift(auto / np.maximum(overlap, overlap.max() * 0.05))
-    cy, cx = h, w
-    auto /= auto[cy, cx]
-    # shifts up to 0.7 of the image: marks repeat at least twice
-    yy, xx = np.mgrid[-cy:auto.shape[0] - cy, -cx:auto.shape[1] - cx]
-    radius = np.hypot(yy, xx)
-    valid = (radius >= MIN_PERIOD) & (np.abs(yy) <= 0.7 * h) & (np.abs(xx) <= 0.7 * w) & ((yy > 0) | ((yy == 0) & (xx > 0)))
-    local = auto == cv2.dilate(auto.astype(np.float32), np.ones((5, 5), np.uint8))
-    ys, xs = np.nonzero(valid & local & (auto > 0.05))
-    order = np.argsort(-auto[ys, xs])[:20]
-    peaks = []
-    for i in order:
-        y, x = ys[i], xs[i]
-        dy = dx = 0.0
-        if 0 < y < auto.shape[0] - 1 and 0 < x < auto.shape[1] - 1:
-            a, b, c = auto[y - 1, x], auto[y, x], auto[y + 1, x]
-            dy = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
-            a, c = auto[y, x - 1], auto[y, x + 1]
-            dx = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
-        peaks.append((float(auto[y, x]), np.array([x - cx + dx, y - cy + dy])))
-    return auto, peaks
-
-
-def lattice(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """(v1, v2, strength): two non-parallel repeat vectors (x, y in px) of the
-    residual and the weaker one's normalised autocorrelation; None if the image
-    does not repeat."""
-    _, peaks = _peaks(residual)
-    if not peaks or peaks[0][0] < MIN_PEAK:
-        return None
-    s1, v1 = peaks[0]
-    for s2, v2 in peaks[1:]:
-        cross = abs(v1[0] * v2[1] - v1[1] * v2[0])
-        if cross > 0.3 * np.linalg.norm(v1) * np.linalg.norm(v2) and s2 >= 0.6 * MIN_PEAK:
-            return v1, v2, min(s1, s2)
-    return None
-
-
-def _translates(shape: tuple[int, int], v1: np.ndarray, v2: np.ndarray) -> list[np.ndarray]:
-    h, w = shape
-    shifts = []
-    for i in range(-REPEATS, REPEATS + 1):
-        for j in range(-REPEATS, REPEATS + 1):
-            s = i * v1 + j * v2
-            if abs(s[0]) < w * 0.9 and abs(s[1]) < h * 0.9:
-                shifts.append(s)
-    return shifts
-
-
-def lattice_stack(image: np.ndarray, shifts: list[np.ndarray]) -> np.ndarray:
-    """``image`` (float32 HxW) moved by each shift (bilinear), NaN where it leaves the frame."""
+def lattice_stack(image: np.ndarray, shifts: list[np.ndarray], interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``image`` (float32 HxW) moved by each shift (bilinear unless told), NaN where it leaves the frame."""
     h, w = image.shape
     out = np.empty((len(shifts), h, w), np.float32)
     for k, s in enumerate(shifts):
         m = np.float32([[1, 0, -s[0]], [0, 1, -s[1]]])   # out(x) = image(x + s)
-        out[k] = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        out[k] = cv2.warpAffine(image, m, (w, h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
                                 borderValue=float("nan"))
     return out
+
+
+def nanmedian(stack: np.ndarray) -> np.ndarray:
+    """The median over axis 0 of a translate stack, ignoring NaN; 0 where all
+    are NaN. (numpy's nanmedian takes minutes on a 2048 px stack; a sort, NaN
+    last, takes seconds.)"""
+    ordered = np.sort(stack, axis=0)
+    valid = (~np.isnan(stack)).sum(axis=0)
+    low = np.take_along_axis(ordered, np.maximum(valid - 1, 0)[None] // 2, axis=0)[0]
+    high = np.take_along_axis(ordered, (valid // 2)[None], axis=0)[0] if len(stack) > 1 else low
+    return np.where(valid > 0, 0.5 * (low + high), 0.0).astype(np.float32)
+
+
+def _shape(rgb: np.ndarray, shifts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(evidence float32 HxW, agreement float32 HxW, direction float32 3).
+
+    The residual of each channel is projected on the direction the mark moves
+    the colour (the first principal axis of the strongest translate medians,
+    signed so the strokes are positive: they are few and strong, their halo
+    wide and faint). ``evidence``: its median over the lattice translates (the
+    photo differs from one translate to the next, the mark does not) over its
+    robust spread; ``agreement``: the share of the translates covering a pixel
+    in which it stands out on its own (a photo edge does in one, a stroke in all)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN: no translate covers the pixel
+        channels = colour_residual(rgb, SHAPE_SIGMA)
+        # one translate stack at a time: at MAX_SIDE each is MAX_TRANSLATES images
+        m = np.stack([nanmedian(lattice_stack(c, shifts)) for c in channels], axis=-1)
+        norm = np.linalg.norm(m, axis=-1)
+        strong = m[norm >= np.percentile(norm, 90)]
+        direction = np.linalg.eigh(strong.T @ strong)[1][:, -1].astype(np.float32)
+        t = m @ direction
+        if float((t ** 3).sum()) < 0:
+            t, direction = -t, -direction
+        spread = 1.4826 * float(np.median(np.abs(t - np.median(t)))) + 1e-6
+        projected = lattice_stack(np.ascontiguousarray(sum(c * d for c, d in zip(channels, direction))), shifts)
+        covering = (~np.isnan(projected)).sum(axis=0)
+        agreement = (projected > AGREE_Z * spread).sum(axis=0) / np.maximum(covering, 1)   # NaN compares False
+    return (t / spread).astype(np.float32), agreement.astype(np.float32), direction
 
 
 def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
@@ -116,25 +114,37 @@ def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
     if max(h, w) > MAX_SIDE:
         marks.notes.append(f"auto: {w}x{h} is over {MAX_SIDE} px a side, where repeated marks are not looked for yet")
         return marks
-    luma = np.ascontiguousarray(rgb @ np.array([0.299, 0.587, 0.114], np.float32))
-    residual = luma - cv2.GaussianBlur(luma, (0, 0), 3.0)
-    found = lattice(residual)
-    if found is None:
-        marks.notes.append("auto: no repeated pattern (no two lattice peaks in the residual's autocorrelation)")
+    found = find_lattice(repeat_map(colour_residual(rgb, FINE_SIGMA)))
+    if found is None or found.z < MIN_Z:
+        marks.notes.append("auto: no repeated pattern (no lattice stands out of the residual's self-correlation" +
+                           (f": the best, period {np.linalg.norm(found.v1):.0f} px, at {found.z:.1f} of its spread "
+                            f"< {MIN_Z})" if found else ")"))
         return marks
-    v1, v2, strength = found
-    shifts = _translates((h, w), v1, v2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nan_to_num(np.nanmean(lattice_stack(residual, shifts), axis=0), nan=0.0)
-    sigma = 1.4826 * float(np.median(np.abs(mean - np.median(mean)))) + 1e-6
-    strong = np.abs(mean) > 4 * sigma
-    sign = 1.0 if mean[strong].sum() >= 0 else -1.0
-    core = (sign * mean > 4 * sigma)
+    coarse = coarse_ratio(rgb, found)
+    if coarse > MAX_COARSE:
+        marks.notes.append(f"auto: a repeat (period {np.linalg.norm(found.v1):.0f} px) that correlates {coarse:.1f} "
+                           f"times better at coarse scale than at fine (> {MAX_COARSE}): similar objects on a grid, "
+                           "not a mark repeated to the pixel")
+        return marks
+    v1, v2, strength = found.v1, found.v2, min(1.0, found.z / (2 * MIN_Z))
+    shifts = found.shifts((h, w), min_overlap=0.1)[:MAX_TRANSLATES]
+    evidence, agreement, direction = _shape(rgb, shifts)
+    for z in CORE_Z:
+        core = (evidence > z) & (agreement >= AGREEMENT)
+        if core.mean() >= MIN_CORE:
+            break
     if not 0.003 < core.mean() < 0.4:
         marks.notes.append(f"auto: a repeat (period {np.linalg.norm(v1):.0f} px) but no mark standing out of it "
                            f"({core.mean():.1%} of the image)")
         return marks
+    # the strokes' fainter parts: connected to the core and above half its threshold
+    _, labels = cv2.connectedComponents((evidence > z / 2).astype(np.uint8), connectivity=8)
+    count = np.bincount(labels.ravel())
+    agree = np.bincount(labels.ravel(), weights=agreement.ravel()) / np.maximum(count, 1)
+    seeds = np.unique(labels[core])
+    seeds = seeds[(seeds > 0) & (agree[seeds] >= PART_AGREEMENT) & (count[seeds] >= MIN_PART)]
+    core = np.isin(labels, seeds)
+    sign = 1.0 if direction.sum() >= 0 else -1.0
     region = cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     hole = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8))
     photo = cv2.inpaint(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8), hole, 3,
@@ -145,16 +155,17 @@ def tiled_marks(rgb: np.ndarray, marks: Marks | None = None) -> Marks:
     for _ in range(3):
         diff = colour - photo
         raw = (change * diff).sum(axis=2) / np.maximum((diff * diff).sum(axis=2), 1e-3)
-        raw = np.where(region, np.clip(raw, 0.0, 1.0), np.nan).astype(np.float32)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no translate covers them
-            alpha = np.nan_to_num(np.nanmedian(lattice_stack(raw, shifts), axis=0), nan=0.0) * region
+        raw = np.where(region, np.clip(raw, 0.0, 1.0), 0.0).astype(np.float32)
+        alpha = nanmedian(lattice_stack(raw, shifts)) * region
         a = alpha[region][:, None]
         if float((a * a).sum()) < 1e-6:
             break
         colour = np.clip(((rgb - (1 - alpha[..., None]) * photo)[region] * a).sum(axis=0) / float((a * a).sum()),
                          0.0, 1.0)
-    alpha = np.where(alpha > ALPHA_FLOOR, alpha, 0.0).astype(np.float32)
+    # bilinear translates blur thin strokes (the core's alpha comes out ~20% low, the fringe's high): the
+    # pixels the mark touches are those of the bilinear median, their alpha the bicubic median's
+    sharp = nanmedian(lattice_stack(raw, shifts, cv2.INTER_CUBIC))
+    alpha = np.where(alpha > ALPHA_FLOOR, np.maximum(sharp, ALPHA_FLOOR + 1e-3), 0.0).astype(np.float32)
     residual_fit = change - alpha[..., None] * (colour - photo)
     total = float((change[region] ** 2).sum()) + 1e-12
     fit = max(0.0, 1.0 - float((residual_fit[region] ** 2).sum()) / total)
