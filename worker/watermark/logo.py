@@ -50,9 +50,10 @@ MIN_FIT = 0.6       # share of the change inside the mark its overlay must expla
 OPAQUE = 0.62       # opacity from which a mark is inpainted rather than unblended
 MAX_SPREAD = 0.14   # a mark's strokes agree on one opacity: measured 0.05-0.13 on marks, 0.15-0.26 on photo edges
 MAX_ALPHA = 0.9     # opaque text: the detector's own maps already send it to the inpainter
-CHANGED = 0.05
+CHANGED = 0.05      # a channel's change from the background that counts as changed
 REACH = 1.6         # how far from a word's centre its outline may run, in half-diagonals (+8 px)
-GROW_STEPS = 6      # rounds of growth against the inpainted photo (2 px each)      # a channel's change from the background that counts as changed
+GROW_STEPS = 6      # rounds of growth against the inpainted photo (2 px each)
+COLOURS = 4         # most common gamut exits of a word tried as its colour
 
 
 def _background(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -82,13 +83,14 @@ def _seed_colour(change: np.ndarray, photo: np.ndarray, seed: np.ndarray
                  ) -> tuple[np.ndarray, float, np.ndarray] | None:
     """(colour, opacity, agreeing pixels) most of ``seed``'s pixels share,
     None when too few agree. The seed (a detected word) also holds photo
-    pixels, so the colour is a mode: of the three most common gamut exits
-    the one on whose alpha most seed pixels agree."""
+    pixels, so the colour is a mode: of the ``COLOURS`` most common gamut
+    exits (6 levels a channel) the one on whose alpha most seed pixels agree,
+    opaque ones (above ``MAX_ALPHA``) aside."""
     exits = _exit_colour(change[seed], photo[seed])
     bins = np.clip((exits * 5.999).astype(int), 0, 5) @ np.array([36, 6, 1])
     counts = np.bincount(bins, minlength=216)
     best = None
-    for b in np.argsort(-counts)[:3]:
+    for b in np.argsort(-counts)[:COLOURS]:
         if counts[b] < 15:
             break
         colour = np.median(exits[bins == b], axis=0).astype(np.float32)
@@ -97,6 +99,8 @@ def _seed_colour(change: np.ndarray, photo: np.ndarray, seed: np.ndarray
         if agree.sum() < 15:
             continue
         a0 = float(np.median(alpha[agree]))
+        if a0 > MAX_ALPHA:   # opaque: photo pixels of the word's box (a dark collar), or text the detector fills anyway
+            continue
         agree &= np.abs(alpha - a0) < 0.1 + 0.2 * a0
         if best is None or agree.sum() > best[2].sum():
             best = (colour, a0, agree)
@@ -158,6 +162,20 @@ def _fill_in(crop: np.ndarray, found: np.ndarray, colour: np.ndarray, a0: float)
     return hole & (cos > 0.8) & (alpha > 0.5 * a0) & (alpha < 1.5 * a0 + 0.1)
 
 
+def _mark(crop: np.ndarray, change: np.ndarray, photo: np.ndarray, colour: np.ndarray, a0: float,
+          agree: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The mark's pixels in a window (bool): grown from ``agree`` against the
+    median background, then along it and the ``seed`` against the photo
+    inpainted under them."""
+    region, extent = _grow(change, photo, colour, a0, agree)
+    for _ in range(GROW_STEPS):   # along an outline where the median background is off (a strong edge)
+        more = _fill_in(crop, region | seed, colour, a0) & extent & ~region
+        if not more.any():
+            break
+        region |= more
+    return region
+
+
 def _fit(crop: np.ndarray, region: np.ndarray, colour: np.ndarray, a0: float
          ) -> tuple[np.ndarray, np.ndarray, float, float, float] | None:
     """(colour, alpha HxW of the crop, opacity, fit, spread) of the overlay on
@@ -192,7 +210,9 @@ def _fit(crop: np.ndarray, region: np.ndarray, colour: np.ndarray, a0: float
 def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None) -> Marks:
     """Logos and stamps grown from ``seeds`` (bool HxW: the text the detector
     found) in ``rgb`` (float32 HxWx3), merged into ``marks`` with one record
-    each (kind ``logo`` or ``stamp``, centre, angle, opacity, colour, score);
+    each: kind (``logo``, unblended, or ``stamp``, nearly opaque and filled),
+    centre, angle, size, alpha handed on (1 when filled), opacity and colour
+    estimated, score (= fit) and spread;
     a note when no detected word is part of one."""
     marks = marks if marks is not None else Marks.empty(rgb.shape[:2])
     h, w = rgb.shape[:2]
@@ -209,8 +229,7 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
         seed = (labels[y0:y1, x0:x1] == i) & seeds[y0:y1, x0:x1] & changed[y0:y1, x0:x1]
         if seed.sum() < MIN_SEED:
             continue
-        d, b = change[y0:y1, x0:x1], photo[y0:y1, x0:x1]
-        picked = _seed_colour(d, b, seed)
+        picked = _seed_colour(change[y0:y1, x0:x1], photo[y0:y1, x0:x1], seed)
         if picked is None:
             log.debug("word at %d,%d: its pixels share no colour and opacity", x, y)
             continue
@@ -221,14 +240,9 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
         under = _inpainted(crop, cv2.dilate(seed.astype(np.uint8), np.ones((5, 5), np.uint8)))
         a_under, _ = _alpha_towards(crop - under, under, colour)
         a0 = max(a0, float(np.median(a_under[agree])))
-        region, extent = _grow(d, b, colour, a0, agree)
-        for _ in range(GROW_STEPS):   # along an outline where the median background is off (a strong edge)
-            more = _fill_in(crop, region | seed, colour, a0) & extent & ~region
-            if not more.any():
-                break
-            region |= more
+        region = _mark(crop, change[y0:y1, x0:x1], photo[y0:y1, x0:x1], colour, a0, agree, seed)
         fitted = _fit(crop, region, colour, a0)
-        if fitted is None or fitted[3] < MIN_FIT or fitted[4] > MAX_SPREAD or fitted[2] > MAX_ALPHA:
+        if fitted is None or fitted[3] < MIN_FIT or fitted[4] > MAX_SPREAD:
             log.debug("word at %d,%d: colour %s at %.2f, no overlay fits (%s)", x, y, np.round(colour, 2), a0,
                       fitted and [round(float(v), 3) for v in fitted[2:]])
             continue
@@ -242,11 +256,13 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
         (cx, cy), (rw, rh), angle = cv2.minAreaRect(np.column_stack([xs, ys]).astype(np.float32))
         if rw < rh:
             angle -= 90.0
+        # alpha: what the overlay hands on (1: filled); opacity: the estimate
         marks.add(overlay, round(fit, 3), [{
             "kind": "stamp" if a0 >= OPAQUE else "logo", "x": round(float(cx + x0), 2), "y": round(float(cy + y0), 2),
-            "angle": round(float(angle), 2), "alpha": round(a0, 3), "colour": [round(float(c), 3) for c in colour],
-            "score": round(fit, 3), "fit": round(fit, 3), "spread": round(spread, 3), "size": [round(float(max(rw, rh)), 1),
-                                                                   round(float(min(rw, rh)), 1)]}])
+            "angle": round(float(angle), 2), "size": [round(float(max(rw, rh)), 1), round(float(min(rw, rh)), 1)],
+            "alpha": 1.0 if a0 >= OPAQUE else round(a0, 3), "opacity": round(a0, 3),
+            "colour": [round(float(c), 3) for c in colour], "score": round(fit, 3), "fit": round(fit, 3),
+            "spread": round(spread, 3)}])
         found += 1
     if not found:
         marks.notes.append("auto: no detected text is part of a logo or stamp of one colour and opacity")
