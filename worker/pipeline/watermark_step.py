@@ -3,7 +3,9 @@
 Runs after ``detect`` and before ``unblend`` (see :mod:`worker.pipeline.graph`).
 With templates in the plan (``Plan.watermarks``) it finds every occurrence of
 each (:mod:`worker.watermark.match`); with ``Plan.watermark_auto`` it also
-looks for repeated marks unaided (:mod:`worker.watermark.tiled`). A template
+looks for repeated marks unaided (:mod:`worker.watermark.tiled`) and grows
+the text the detector found into the logo or stamp around it, where that text
+is one colour at one opacity (:mod:`worker.watermark.logo`). A template
 named by an ``s3://`` key (learned by a cluster job) is taken from the cache,
 where the task put it (``tasks.learning.prefetch``). What it finds
 is merged into detect's maps (max of confidence and soft mask, union of the
@@ -18,12 +20,15 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
+
 from worker.pipeline.artifacts import PIXELS
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import LEARNED, Plan, is_remote
 from worker.pipeline.record import Context
 from worker.pipeline.select import Decision
 from worker.watermark import Marks, WatermarkError, load_template, merge, template_marks
+from worker.watermark.logo import seeded_marks
 from worker.watermark.tiled import tiled_marks
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,8 @@ def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
     template_marks(rgb, templates, marks)
     if plan.watermark_auto:
         tiled_marks(rgb, marks)
+        mask = arts.get("mask")
+        seeded_marks(rgb, mask > 0.5 if mask is not None else np.zeros(rgb.shape[:2], bool), marks)
     ctx.timed("watermark", "template" if templates else "auto", "cpu", time.perf_counter() - start)
     by_source: dict[str, list[dict]] = {}
     for record in marks.records:
