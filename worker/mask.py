@@ -492,8 +492,7 @@ def _with_shadow(prob: np.ndarray, crop: np.ndarray, bg: np.ndarray, change: np.
     offset recorded in ``fit``). ``change``: each pixel's Lab minus its background's."""
     strokes = prob >= 0.35
     near = cv2.dilate(strokes.astype(np.uint8), _disk(1)).astype(bool)
-    reach = int(min(shadow.MAX_OFFSET, max(2, round(0.2 * height))))
-    within = cv2.dilate(extended.astype(np.uint8), _disk(reach)).astype(bool)
+    within = cv2.dilate(extended.astype(np.uint8), _disk(shadow.reach(height))).astype(bool)
     found = shadow.find_shadow(prob, strokes, near, change, within, height)
     if found is None:
         return prob

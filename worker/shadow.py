@@ -77,6 +77,11 @@ def _scores(strokes: np.ndarray, open_: np.ndarray, change: np.ndarray, reach: i
     return {(int(dx), int(dy)): float(v) for (dx, dy), v in zip(offsets[enough], np.linalg.norm(means, axis=1))}
 
 
+def reach(height: float) -> int:
+    """The farthest offset (px) tried for a line ``height`` px high."""
+    return int(min(MAX_OFFSET, max(2, round(0.2 * height))))
+
+
 def find_shadow(prob: np.ndarray, strokes: np.ndarray, near: np.ndarray, change: np.ndarray, within: np.ndarray,
                 height: float) -> Shadow | None:
     """The drop shadow of one line's ``strokes`` (bool HxW; ``prob`` their
@@ -86,8 +91,7 @@ def find_shadow(prob: np.ndarray, strokes: np.ndarray, near: np.ndarray, change:
     offset stands out."""
     if strokes.sum() < 20:
         return None
-    reach = int(min(MAX_OFFSET, max(2, round(0.2 * height))))
-    scores = _scores(strokes, within & ~near, change, reach)
+    scores = _scores(strokes, within & ~near, change, reach(height))
     if len(scores) < 8:
         return None
     typical = float(np.median(list(scores.values())))

@@ -54,6 +54,7 @@ CHANGED = 0.05      # a channel's change from the background that counts as chan
 REACH = 1.6         # how far from a word's centre its outline may run, in half-diagonals (+8 px)
 GROW_STEPS = 6      # rounds of growth against the inpainted photo (2 px each)
 COLOURS = 4         # most common gamut exits of a word tried as its colour
+NOT_FOUND = "auto: no detected text is part of a logo or stamp of one colour and opacity"
 
 
 def _background(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -215,6 +216,9 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
     estimated, score (= fit) and spread;
     a note when no detected word is part of one."""
     marks = marks if marks is not None else Marks.empty(rgb.shape[:2])
+    if not seeds.any():   # nothing to grow from: skip the whole-image median
+        marks.notes.append(NOT_FOUND)
+        return marks
     h, w = rgb.shape[:2]
     photo = _background(rgb, max(int(2 * round(0.03 * min(h, w)) + 1), 7))
     change = rgb - photo
@@ -267,5 +271,5 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
             "spread": round(spread, 3)}])
         found += 1
     if not found:
-        marks.notes.append("auto: no detected text is part of a logo or stamp of one colour and opacity")
+        marks.notes.append(NOT_FOUND)
     return marks
