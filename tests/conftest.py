@@ -4,6 +4,7 @@ with their ground truth, and the real detector (loaded once per session)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,19 @@ PHOTOS = {
 def photo(name: str) -> np.ndarray:
     """float32 HxWx3 in [0, 1]."""
     return PHOTOS[name]().astype(np.float32) / 255.0
+
+
+@pytest.fixture(autouse=True)
+def _celery_stop_flag_cleared():
+    """Celery's in-process test worker (``start_worker``) stops its thread by
+    setting a process-wide flag and clears it only when the thread exits within
+    ``shutdown_timeout``. When it does not, the flag stays set, every later
+    in-process worker stops before it is ready, and waiting for it never ends.
+    Clearing it after each test keeps a slow shutdown a failure of its own test."""
+    yield
+    state = sys.modules.get("celery.worker.state")
+    if state is not None and state.should_terminate is not None:
+        state.should_terminate = None
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,9 @@ def test_timeout_gives_504_and_a_full_gate_503(strict, tmp_path):
                        data={"strategy": "lanczos", "target_scale": "1"})
             if r.status_code == 200 or time.monotonic() > deadline:
                 break
-            assert r.status_code == 503, r.text
+            # busy while the overrun computes; or 504 when the slot came free just before this
+            # request's own deadline (the timeout counts the wait for a slot too)
+            assert r.status_code in (503, 504), r.text
             time.sleep(2)
     assert r.status_code == 200
 

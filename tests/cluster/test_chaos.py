@@ -16,7 +16,7 @@ import pytest
 
 from clusterlib import retouch
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def test_chaos_drill_with_default_settings(cluster_env, tmp_path):
