@@ -69,6 +69,22 @@ def test_template_found_rotated_and_scaled_and_unblended(name, colour, opacity):
     assert psnr > baseline + 5, (psnr, baseline)
 
 
+@pytest.mark.parametrize("case_id", ["coins-stamp", "astronaut-stamp"])
+def test_a_stamp_over_texture_is_found_once_where_it_is(case_id):
+    """A bold word stamp at 80-95% over the coins' texture (their edges drown a
+    match on gradient strength alone: it found nothing) and over the astronaut
+    (a copy of the stamp shifted along itself was taken for a second one)."""
+    from orchestration.evaluate.watermarks import build_cases, photos
+
+    case = next(c for c in build_cases(photos(256, 12), ["stamp"], 0) if c.id == case_id)
+    found, _ = find(case.observed, case.template)
+    assert len(found) == 1, [o.record(case.template) for o in found]
+    pose, true = found[0].pose, case.params
+    assert abs(pose.x - true["x"]) < 1 and abs(pose.y - true["y"]) < 1 and abs(pose.angle - true["angle"]) < 1
+    placed = render(case.observed.shape[:2], case.template, found)[..., 3] > 0.02
+    assert (placed & case.truth).sum() / case.truth.sum() > 0.95
+
+
 def test_no_false_marks_on_clean_photos():
     template = logo()
     for name in ("astronaut", "coffee", "motorcycle"):  # the busiest

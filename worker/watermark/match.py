@@ -36,8 +36,10 @@ from worker.watermark.template import ALPHA_FLOOR, Pose, Template, extent, warp
 # its correlation (measured on the eval's logos and stamps: 16/24 found with 17 scales x 5 deg, 21/24 here)
 SCALES = tuple(float(s) for s in np.geomspace(0.5, 2.0, 32))
 ANGLES = tuple(float(a) for a in np.arange(-45.0, 45.1, 2.5))
-COARSE_MIN = 0.20   # normalised gradient correlation a coarse candidate needs
-MIN_SCORE = 0.30    # refined correlation an occurrence needs
+COARSE_MIN = 0.20   # normalised edge correlation a coarse candidate needs
+MIN_SCORE = 0.35    # refined correlation an occurrence needs
+MAX_SHARED = 0.3    # two occurrences sharing more of their pixels are one
+REPEAT_ALPHA = 1.5  # a repeat of a found mark: its alpha scale within this factor of the mark's
 MIN_FIT = 0.30      # R^2 of the overlay fit an occurrence needs
 MAX_CANDIDATES = 64
 COARSE_SIDE = 640   # px: larger images are searched on a reduced copy first
@@ -64,21 +66,32 @@ class Occurrence:
                 "score": round(self.score, 3), "fit": round(self.fit, 3)}
 
 
+def _oriented(jxx: np.ndarray, jyy: np.ndarray, jxy: np.ndarray) -> np.ndarray:
+    """HxWx2 from the structure tensor's entries: the edge's angle doubled, its length the gradient magnitude."""
+    strength = np.sqrt(jxx + jyy) + 1e-6
+    return np.dstack([(jxx - jyy) / strength, 2 * jxy / strength]).astype(np.float32)
+
+
 def gradient(grey: np.ndarray, sigma: float = 0.8) -> np.ndarray:
-    """Gradient magnitude of a float32 HxW image, slightly smoothed first."""
+    """Edges of a float32 HxW image, slightly smoothed first, as HxWx2: the
+    gradient's angle doubled, its length the gradient magnitude. The doubled
+    angle lets an edge match an edge along the same line whichever of its sides
+    is darker: a mark's outline over a background that is brighter here and
+    darker there."""
     smooth = cv2.GaussianBlur(grey, (0, 0), sigma)
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.magnitude(gx, gy)
+    return _oriented(gx * gx, gy * gy, gx * gy)
 
 
 def colour_gradient(rgb: np.ndarray, sigma: float = 0.8) -> np.ndarray:
-    """Gradient magnitude over the three channels together: a red mark on a
-    photo of the same luma has edges in colour only."""
+    """Edges over the three channels together (Di Zenzo's colour structure
+    tensor), as :func:`gradient`: a red mark on a photo of the same luma has
+    edges in colour only."""
     smooth = cv2.GaussianBlur(np.ascontiguousarray(rgb, np.float32), (0, 0), sigma)
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    return np.sqrt((gx * gx + gy * gy).sum(axis=2)).astype(np.float32)
+    return _oriented((gx * gx).sum(axis=2), (gy * gy).sum(axis=2), (gx * gy).sum(axis=2))
 
 
 def _shrunk(template: Template, factor: float) -> Template:
@@ -101,10 +114,10 @@ def _features(template: Template, pose: Pose, box) -> tuple[np.ndarray, np.ndarr
 
 def coarse_search(feature: np.ndarray, template: Template, scales=SCALES, angles=ANGLES,
                   threshold: float = COARSE_MIN) -> list[tuple[float, Pose]]:
-    """(score, pose) candidates on ``feature`` (a gradient magnitude map, possibly
-    reduced), best first, one per neighbourhood. Poses are in ``feature``'s pixels;
+    """(score, pose) candidates on ``feature`` (an edge map from :func:`gradient`
+    or :func:`colour_gradient`, possibly reduced), best first, one per neighbourhood. Poses are in ``feature``'s pixels;
     marks cut by the border are found too (the map is zero-padded)."""
-    h, w = feature.shape
+    h, w = feature.shape[:2]
     # both sides blurred: a mark between two grid steps of scale or angle still lines up
     feature = cv2.GaussianBlur(feature, (0, 0), COARSE_BLUR) if COARSE_BLUR else feature
     found: list[tuple[float, Pose, float]] = []
@@ -146,15 +159,17 @@ def _clip_box(box, shape) -> tuple[int, int, int, int]:
 
 
 def _correlation(feature: np.ndarray, template: Template, pose: Pose) -> float:
-    box = _clip_box(extent(template, pose, pad=3), feature.shape)
+    box = _clip_box(extent(template, pose, pad=3), feature.shape[:2])
     if box[2] - box[0] < 4 or box[3] - box[1] < 4:
         return 0.0
     tfeat, support = _features(template, pose, box)
     m = support.astype(bool)
     a, b = feature[box[1]:box[3], box[0]:box[2]][m], tfeat[m]
-    if a.size < 16 or a.std() < 1e-6 or b.std() < 1e-6:
+    if len(a) < 16:
         return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    norm = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / norm if norm > 1e-12 else 0.0
 
 
 def refine(feature: np.ndarray, template: Template, pose: Pose, step: tuple[float, float, float, float]) -> tuple[float, Pose]:
@@ -225,10 +240,21 @@ def polish(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> Pose:
     return Pose(float(v[0]), float(v[1]), float(math.exp(v[2])), float(v[3]))
 
 
+def _shared(template: Template, a: Pose, b: Pose) -> float:
+    """The share of the smaller of two placed marks that the other covers."""
+    boxes = extent(template, a), extent(template, b)
+    box = (min(boxes[0][0], boxes[1][0]), min(boxes[0][1], boxes[1][1]),
+           max(boxes[0][2], boxes[1][2]), max(boxes[0][3], boxes[1][3]))
+    sa, sb = (warp(template, p, box)[1] > ALPHA_FLOOR for p in (a, b))
+    return float((sa & sb).sum()) / max(1, min(int(sa.sum()), int(sb.sum())))
+
+
 def _verify(rgb, feature, template: Template, starts: list[Pose], steps, known, min_score: float, min_fit: float,
-            accepted: list[Occurrence], rejected: list[Occurrence]) -> None:
+            accepted: list[Occurrence], rejected: list[Occurrence], like: float | None = None) -> None:
     """Refine, polish and fit each start; accepted ones go to ``accepted`` (none
-    overlapping another), the others to ``rejected``."""
+    overlapping another), the others to ``rejected``. ``like``: the alpha scale
+    of the occurrence these starts repeat; one whose own scale is not within
+    REPEAT_ALPHA times of it is rejected (tiles are laid at one opacity)."""
     th, tw = template.alpha.shape
     for start in starts:
         if any(math.hypot(start.x - o.pose.x, start.y - o.pose.y) < 0.4 * min(th, tw) * o.pose.scale for o in accepted):
@@ -239,9 +265,11 @@ def _verify(rgb, feature, template: Template, starts: list[Pose], steps, known, 
             pose = polish(rgb, template, pose, k)
             k, fit = fit_alpha(rgb, template, pose, known)
         occurrence = Occurrence(pose, score, fit, k)
+        # by centres, then by the pixels themselves: a long stamp shifted along itself is the same stamp
         overlaps = any(math.hypot(pose.x - o.pose.x, pose.y - o.pose.y) < 0.5 * min(th, tw) * o.pose.scale
-                       for o in accepted)
-        if score >= min_score and fit >= min_fit and k >= 0.05 and not overlaps:
+                       or _shared(template, pose, o.pose) > MAX_SHARED for o in accepted)
+        alike = like is None or 1 / REPEAT_ALPHA <= k / max(like, 1e-6) <= REPEAT_ALPHA
+        if score >= min_score and fit >= min_fit and k >= 0.05 and alike and not overlaps:
             accepted.append(occurrence)
         elif not overlaps:
             rejected.append(occurrence)
@@ -288,10 +316,11 @@ def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_
     _verify(rgb, feature, template, starts, steps, known, min_score, min_fit, accepted, rejected)
     # a mark repeats at the scale and angle it was found at (tiles, a logo used twice): look again at exactly
     # those, with a lower bar for the coarse correlation, which the grid's spacing no longer lowers
-    for pose in {(round(o.pose.scale, 2), round(o.pose.angle, 1)): o.pose for o in accepted}.values():
+    for found in {(round(o.pose.scale, 2), round(o.pose.angle, 1)): o for o in accepted}.values():
+        pose = found.pose
         again = coarse_search(feature, template, (pose.scale,), (pose.angle,), threshold=0.1)
         _verify(rgb, feature, template, [p for _, p in again], (1.0, 1.0, 0.01, 0.5), known, min_score, min_fit,
-                accepted, rejected)
+                accepted, rejected, like=found.alpha_scale)
     accepted.sort(key=lambda o: -o.score)
     rejected.sort(key=lambda o: -o.score)
     return accepted, rejected
