@@ -11,6 +11,8 @@ import numpy as np
 from worker.watermark import match
 from worker.watermark.template import ALPHA_FLOOR, Template
 
+CLAIM = 4  # px around a template's mark where the text detector's finding is taken to be the mark
+
 
 @dataclass
 class Marks:
@@ -18,7 +20,9 @@ class Marks:
     (the pixels the marks touch: alpha above 0.02); ``overlay``: float32 HxWx4
     (colour, alpha); ``records``: one dict per mark (kind, position, angle,
     scale or period, alpha, colour, score); ``notes``: one line per template
-    or detector that found nothing, saying why."""
+    or detector that found nothing, saying why. ``claimed``: bool HxW, the
+    neighbourhood (``CLAIM`` px) of marks placed from a template: there the
+    mark explains what the text detector saw, and its region gives way."""
 
     confidence: np.ndarray
     soft: np.ndarray
@@ -26,16 +30,26 @@ class Marks:
     overlay: np.ndarray
     records: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    claimed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.claimed is None:
+            self.claimed = np.zeros(self.region.shape, bool)
 
     @classmethod
     def empty(cls, shape: tuple[int, int]) -> "Marks":
         return cls(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, bool),
                    np.zeros(shape + (4,), np.float32))
 
-    def add(self, overlay: np.ndarray, score: float, records: list[dict]) -> None:
-        """Merge one finding's overlay (the larger alpha wins) with its score as confidence."""
+    def add(self, overlay: np.ndarray, score: float, records: list[dict], claim: bool = False) -> None:
+        """Merge one finding's overlay (the larger alpha wins) with its score as
+        confidence; ``claim``: the mark's pose is exact (a template), so what
+        the text detector found around it is this mark."""
         alpha = overlay[..., 3]
         touched = alpha > ALPHA_FLOOR
+        if claim:
+            near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * CLAIM + 1,) * 2)
+            self.claimed |= cv2.dilate(touched.astype(np.uint8), near).astype(bool)
         larger = alpha > self.overlay[..., 3]
         self.overlay[larger] = overlay[larger]
         self.region |= touched
@@ -58,7 +72,7 @@ def template_marks(rgb: np.ndarray, templates: list[Template], marks: Marks | No
             continue
         for occurrence in found:
             marks.add(match.render(rgb.shape[:2], template, [occurrence]), occurrence.score,
-                      [occurrence.record(template)])
+                      [occurrence.record(template)], claim=True)
     return marks
 
 
@@ -69,11 +83,16 @@ def merge(confidence: np.ndarray | None, soft: np.ndarray | None, region: np.nda
     0.02) its estimate is kept, since it was measured against the image (the
     text detector's estimate of a logo's letters is typically opaque, which
     would send the whole mark to the inpainter); elsewhere the detector's.
-    A missing map (None) is taken as empty."""
+    Where a template's mark claims the pixels (``Marks.claimed``), the
+    detector's maps give way: its margin and the photo's details it took for
+    strokes (stars under a tiled mark) would be inpainted over the unblended
+    photo. A missing map (None) is taken as empty."""
     shape = marks.region.shape
     confidence = np.zeros(shape, np.float32) if confidence is None else confidence
     soft = np.zeros(shape, np.float32) if soft is None else soft
     region = np.zeros(shape, bool) if region is None else region
+    free = ~marks.claimed
+    confidence, soft, region = confidence * free, soft * free, region & free
     out = marks.overlay.copy()
     if overlay is not None:
         keep = marks.overlay[..., 3] <= ALPHA_FLOOR

@@ -167,7 +167,7 @@ def warp(template: Template, pose: Pose, box: tuple[int, int, int, int]) -> tupl
     m = affine(template, pose, (x0, y0))
     size = (x1 - x0, y1 - y0)
     premult = np.dstack([template.colour * template.alpha[..., None], template.alpha])
-    out = cv2.warpAffine(premult, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(premult, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     alpha = np.clip(out[..., 3], 0, 1)
     colour = out[..., :3] / np.maximum(alpha, 1e-6)[..., None]
     return np.clip(colour, 0, 1).astype(np.float32), alpha.astype(np.float32)
