@@ -111,3 +111,27 @@ def test_no_repeated_marks_on_clean_photos():
     for rgb in photos_:
         marks = tiled_marks(rgb)
         assert not marks.records and not marks.region.any() and len(marks.notes) == 1, marks.notes
+
+
+def test_a_lattice_is_placed_through_found_marks_and_among_stray_peaks():
+    """What template matching completes a tiled mark from (worker.watermark.match):
+    the lattice through a mark's occurrences, from their differences or, for
+    one or two, from the correlation peaks most of which lie on it."""
+    from worker.watermark.lattice import Lattice, points_over, spanning, through
+
+    v1, v2 = true_lattice(25.0, (181, 112))
+    origin = np.array([120.3, 95.7])
+    on = [origin + i * v1 + j * v2 for i, j in ((0, 0), (1, 0), (0, 1), (1, 1), (-1, 1))]
+    found = through(np.array(on))
+    assert found is not None and np.allclose(found[0], origin, atol=0.5)
+    assert same_lattice({"lattice": [found[1], found[2]]}, (v1, v2))
+    assert through(origin[None]) is None  # one mark spans nothing without the image's own lattice
+    hint = Lattice(v1, v2, score=0.1, points=8)
+    assert np.allclose(through(np.array([origin, origin + 2 * v1 - v2]), hint)[1], v1)
+    assert through(np.array([origin, origin + 0.5 * v1]), hint) is None  # off the hint, and one difference only
+    rng = np.random.default_rng(0)
+    peaks = [p + rng.normal(0, 1, 2) for p in points_over(origin, v1, v2, (0, 0, 512, 512))]
+    stray = rng.uniform(0, 512, (6, 2))
+    placed = spanning(np.array([origin]), np.vstack([peaks, stray]), (512, 512))
+    assert placed is not None and same_lattice({"lattice": [placed[1], placed[2]]}, (v1, v2), tolerance=3)
+    assert spanning(np.array([origin]), stray, (512, 512)) is None  # stray peaks span nothing most of them lie on

@@ -199,3 +199,88 @@ def _holds(fine: Lattice, coarse: Lattice, tolerance: float = 2.0) -> bool:
         if np.linalg.norm(basis @ (ij - np.round(ij))) > tolerance:
             return False
     return True
+
+
+def through(points: np.ndarray, hint: Lattice | None = None, tolerance: float = 3.0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(origin, v1, v2): the lattice that ``points`` (float Nx2, the centres of
+    one mark's occurrences) lie on, least-squares refined, or None when they
+    do not lie on one within ``tolerance`` px. The basis is ``hint``'s (the
+    image's self-correlation lattice) when every point lies on it, else the
+    shortest non-parallel pair of the points' differences; a single point
+    needs ``hint``."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    bases = [] if hint is None else [(hint.v1, hint.v2)]
+    diffs = sorted((points[b] - points[a] for a in range(len(points)) for b in range(a + 1, len(points))),
+                   key=lambda d: float(np.hypot(*d)))
+    for a, u in enumerate(diffs):
+        v = next((v for v in diffs[a + 1:] if _area(u, v) >= 0.25 * np.hypot(*u) * np.hypot(*v)), None)
+        if v is not None and np.hypot(*u) >= MIN_PERIOD:
+            bases.append(reduce_basis(u, v))
+            break
+    for v1, v2 in bases:
+        basis = np.array([v1, v2]).T
+        ij = np.rint(np.linalg.solve(basis, (points - points[0]).T).T)
+        if np.abs(points - points[0] - ij @ basis.T).max() > tolerance:
+            continue
+        design = np.hstack([np.ones((len(points), 1)), ij])     # p = origin + i * v1 + j * v2
+        if np.linalg.matrix_rank(design) == 3:
+            solution = np.linalg.lstsq(design, points, rcond=None)[0]
+            return solution[0], solution[1], solution[2]
+        return (points - ij @ basis.T).mean(axis=0), np.asarray(v1, float), np.asarray(v2, float)
+    return None
+
+
+def points_over(origin: np.ndarray, v1: np.ndarray, v2: np.ndarray, box: tuple[float, float, float, float]
+                ) -> list[np.ndarray]:
+    """Every lattice point origin + i * v1 + j * v2 inside ``box`` (x0, y0, x1, y1)."""
+    basis = np.array([v1, v2]).T
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]], np.float64)
+    ij = np.linalg.solve(basis, (corners - origin).T).T
+    lo, hi = np.floor(ij.min(axis=0)).astype(int), np.ceil(ij.max(axis=0)).astype(int)
+    out = []
+    for i in range(lo[0], hi[0] + 1):
+        for j in range(lo[1], hi[1] + 1):
+            p = origin + i * v1 + j * v2
+            if box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]:
+                out.append(p)
+    return out
+
+
+def spanning(anchors: np.ndarray, peaks: np.ndarray, shape: tuple[int, int], tolerance: float = 3.0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(origin, v1, v2): the lattice through every anchor (float Nx2, a mark's
+    found occurrences) that the most candidate places (``peaks``, Mx2: the
+    template's correlation maxima at the anchors' scale and angle) lie on,
+    each lattice point in a ``shape`` image without a peak counting against
+    it by half. For a tiled mark the self-correlation lattice missed (a faint
+    mark over a busy photo). None when no pair of candidate vectors spans a
+    lattice that a fourth place (or a second anchor) agrees with, and more
+    agree with than disagree."""
+    anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
+    places = np.vstack([anchors, np.asarray(peaks, np.float64).reshape(-1, 2)])
+    origin = anchors[0]
+    vectors = [v for v in places[1:] - origin if np.hypot(*v) >= MIN_PERIOD]
+    h, w = shape
+    best, best_score, seen = None, 0.0, set()
+    for a in range(len(vectors)):
+        for b in range(a + 1, len(vectors)):
+            u, v = vectors[a], vectors[b]
+            if _area(u, v) < 0.25 * np.hypot(*u) * np.hypot(*v):
+                continue
+            v1, v2 = reduce_basis(u, v)
+            key = tuple(np.rint(np.concatenate([v1, v2]) / 2).astype(int))
+            if np.hypot(*v1) < MIN_PERIOD or key in seen:
+                continue
+            seen.add(key)
+            basis = np.array([v1, v2]).T
+            ij = np.linalg.solve(basis, (anchors - origin).T).T
+            if np.abs(anchors - origin - np.rint(ij) @ basis.T).max() > tolerance:
+                continue
+            points = np.array(points_over(origin, v1, v2, (0, 0, w, h))).reshape(-1, 2)
+            near = np.hypot(*(points[:, None, :] - places[None, :, :]).transpose(2, 0, 1)).min(axis=1) <= tolerance
+            score = near.sum() - 0.5 * (~near).sum()
+            # a place beyond the three that define it agrees, or two of those are found marks
+            if near.sum() >= (3 if len(anchors) >= 2 else 4) and score > best_score:
+                best, best_score = (origin, v1, v2), score
+    return best

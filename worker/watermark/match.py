@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 from scipy.optimize import minimize
 
-from worker.watermark.template import ALPHA_FLOOR, Pose, Template, extent, warp
+from worker.watermark import lattice
+from worker.watermark.template import ALPHA_FLOOR, Pose, Template, affine, extent, warp
 
 # thin strokes leave a narrow basin: a mark 3% off in scale or 1.5 deg off in angle already loses most of
 # its correlation (measured on the eval's logos and stamps: 16/24 found with 17 scales x 5 deg, 21/24 here)
@@ -41,6 +42,11 @@ MIN_SCORE = 0.35    # refined correlation an occurrence needs
 MAX_SHARED = 0.3    # two occurrences sharing more of their pixels are one
 REPEAT_ALPHA = 1.5  # a repeat of a found mark: its alpha scale within this factor of the mark's
 MIN_FIT = 0.30      # R^2 of the overlay fit an occurrence needs
+LATTICE_FIT = 0.15  # R^2 a near miss needs to help place a lattice
+DRIFT = 4.0         # px a place on a lattice may move when polished (the lattice's own error)
+SMOOTHER = 1.0      # a place on a lattice is kept where unblending leaves the photo no rougher (measured: true
+                    # tiles 0.23-0.96, partial ones at the border highest; the same tiles shifted by 8 px 1.24-2.5)
+UNSEEN = 3.0 / 255  # RMS change under which a mark cannot be seen (nor contradicted)
 MAX_CANDIDATES = 64
 COARSE_SIDE = 640   # px: larger images are searched on a reduced copy first
 COARSE_BLUR = 0.0   # px: blurring both sides widens the basin but lifts the clutter more (measured: worse)
@@ -185,29 +191,53 @@ def refine(feature: np.ndarray, template: Template, pose: Pose, step: tuple[floa
     return -float(result.fun), Pose(float(v[0]), float(v[1]), float(math.exp(v[2])), float(v[3]))
 
 
-def fit_alpha(rgb: np.ndarray, template: Template, pose: Pose, fixed: float | None = None) -> tuple[float, float]:
-    """(alpha scale k, R^2): the least-squares scale of the template's alpha at
-    ``pose`` against the image, the photo under the mark estimated by inpainting
-    (``fixed``: k is known, only the fit is measured)."""
+def _terms(rgb: np.ndarray, template: Template, pose: Pose) -> tuple[np.ndarray, np.ndarray] | None:
+    """(d, g), Nx3 over the mark's support at ``pose``: the image's change from
+    the photo under it (estimated by inpainting the support, Telea) and the
+    change the template's overlay would make at alpha scale 1; None when
+    under 8 of its pixels are in the image."""
     box = _clip_box(extent(template, pose, pad=6), rgb.shape)
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        return None
     colour, alpha = warp(template, pose, box)
     crop = rgb[box[1]:box[3], box[0]:box[2]]
     support = alpha > ALPHA_FLOOR
     if support.sum() < 8:
-        return 0.0, 0.0
+        return None
     hole = cv2.dilate(support.astype(np.uint8), np.ones((3, 3), np.uint8))
     photo = cv2.inpaint(np.clip(np.rint(crop * 255), 0, 255).astype(np.uint8), hole, 3,
                         cv2.INPAINT_TELEA).astype(np.float32) / 255.0
-    d = (crop - photo)[support]
-    g = (alpha[..., None] * (colour - photo))[support]
+    return (crop - photo)[support], (alpha[..., None] * (colour - photo))[support]
+
+
+def fit_alpha(rgb: np.ndarray, template: Template, pose: Pose, fixed: float | None = None) -> tuple[float, float]:
+    """(alpha scale k, R^2): the least-squares scale of the template's alpha at
+    ``pose`` against the image, the photo under the mark estimated by inpainting
+    (``fixed``: k is known, only the fit is measured)."""
+    terms = _terms(rgb, template, pose)
+    if terms is None:
+        return 0.0, 0.0
+    d, g = terms
     gg = float((g * g).sum())
     if gg < 1e-8:
         return 0.0, 0.0
     k = float((d * g).sum() / gg) if fixed is None else fixed
-    k = float(np.clip(k, 0.0, 1.0 / max(float(alpha.max()), 1e-6)))
+    k = float(np.clip(k, 0.0, 1.0 / max(float(template.alpha.max()), 1e-6)))
     residual = float(((d - k * g) ** 2).sum())
     total = float(((d - d.mean(axis=0)) ** 2).sum()) + 1e-12
     return k, max(0.0, 1.0 - residual / total)
+
+
+def _unseen(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> bool:
+    """Whether the mark at ``pose`` with alpha scale ``k`` would change the
+    image by no more than it varies anyway (under ``UNSEEN`` RMS, and the image
+    does not differ from the photo around it either): a white mark over white
+    sky. Such a place on a confirmed lattice is kept; unblending it is harmless."""
+    terms = _terms(rgb, template, pose)
+    if terms is None:
+        return False
+    d, g = terms
+    return float(np.sqrt(np.mean((k * g) ** 2))) < UNSEEN and float(np.sqrt(np.mean(d ** 2))) < UNSEEN
 
 
 def _roughness(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> float:
@@ -221,6 +251,8 @@ def _roughness(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> flo
     crop = rgb[box[1]:box[3], box[0]:box[2]]
     photo = (crop - a * colour) / (1.0 - a)
     near = cv2.dilate((alpha > ALPHA_FLOOR).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if not near[:, 1:].any() or not near[1:, :].any():
+        return float("inf")
     dx = np.abs(np.diff(photo, axis=1)).sum(axis=2)
     dy = np.abs(np.diff(photo, axis=0)).sum(axis=2)
     return float(dx[near[:, 1:]].mean() + dy[near[1:, :]].mean())
@@ -247,6 +279,14 @@ def _shared(template: Template, a: Pose, b: Pose) -> float:
            max(boxes[0][2], boxes[1][2]), max(boxes[0][3], boxes[1][3]))
     sa, sb = (warp(template, p, box)[1] > ALPHA_FLOOR for p in (a, b))
     return float((sa & sb).sum()) / max(1, min(int(sa.sum()), int(sb.sum())))
+
+
+def _within(template: Template, pose: Pose, x: float, y: float) -> bool:
+    """Whether image point (x, y) lies inside the template's rectangle placed at ``pose``."""
+    h, w = template.alpha.shape
+    m = np.vstack([affine(template, pose), [0.0, 0.0, 1.0]])
+    u, v, _ = np.linalg.solve(m, np.array([x, y, 1.0]))
+    return 0 <= u <= w - 1 and 0 <= v <= h - 1
 
 
 def _verify(rgb, feature, template: Template, starts: list[Pose], steps, known, min_score: float, min_fit: float,
@@ -321,9 +361,92 @@ def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_
         again = coarse_search(feature, template, (pose.scale,), (pose.angle,), threshold=0.1)
         _verify(rgb, feature, template, [p for _, p in again], (1.0, 1.0, 0.01, 0.5), known, min_score, min_fit,
                 accepted, rejected, like=found.alpha_scale)
+    _on_lattice(rgb, feature, template, known, accepted, rejected)
     accepted.sort(key=lambda o: -o.score)
     rejected.sort(key=lambda o: -o.score)
     return accepted, rejected
+
+
+def _on_lattice(rgb, feature, template: Template, known, accepted: list[Occurrence],
+                rejected: list[Occurrence]) -> None:
+    """A mark repeated at one scale and angle is tiled: every other place on
+    its lattice is tried, tiles cut by the border included. The lattice is the
+    one the occurrences lie on: the image's self-correlation lattice when they
+    agree with it, else the one their differences span, else the one most of
+    the template's correlation peaks lie on; a single occurrence's lattice
+    holds only if another of its places shows the mark as clearly as a found
+    one. A mark learned from a collection is not tiled (it has one place).
+    A place is kept where unblending it at the repeats' opacity leaves a
+    smoother photo (the fit of the overlay against an inpainted guess of the
+    photo is too noisy over a busy photo), or where the mark would not show
+    (nothing there contradicts it)."""
+    if not accepted or known is not None:
+        return   # a learned mark has its one place in the collection's frame
+    best = max(accepted, key=lambda o: o.score)
+
+    def family(o: Occurrence) -> bool:
+        return abs(math.log(o.pose.scale / best.pose.scale)) < 0.03 and abs(o.pose.angle - best.pose.angle) < 1.5
+
+    group = [o for o in accepted if family(o)]
+    like = float(np.median([o.alpha_scale for o in group]))
+    # near misses at the same pose and opacity help place the lattice; they are tried again on it
+    near_misses = [o for o in rejected if family(o) and o.fit >= LATTICE_FIT and o.score >= MIN_SCORE
+                   and 1 / REPEAT_ALPHA <= o.alpha_scale / max(like, 1e-6) <= REPEAT_ALPHA]
+    anchors: list[tuple[float, float]] = []
+    for o in group + near_misses:
+        if all(math.hypot(o.pose.x - x, o.pose.y - y) > 3 for x, y in anchors):
+            anchors.append((o.pose.x, o.pose.y))
+    hint = lattice.find_lattice(lattice.repeat_map(lattice.residual(rgb, lattice.FINE_SIGMA)))
+    if len(anchors) < 2 and (hint is None or hint.z < lattice.MIN_Z):
+        hint = None   # one mark lies on any lattice: only one that stands out of the image's self-correlation
+    found = lattice.through(np.array(anchors), hint)
+    if found is None:
+        peaks = coarse_search(feature, template, (best.pose.scale,), (best.pose.angle,), threshold=0.1)
+        found = lattice.spanning(np.array(anchors), np.array([[p.x, p.y] for _, p in peaks]), rgb.shape[:2])
+    if found is None:
+        return
+    origin, v1, v2 = found
+    scale = float(np.median([o.pose.scale for o in group]))
+    angle = float(np.median([o.pose.angle for o in group]))
+    th, tw = template.alpha.shape
+    reach = 0.5 * math.hypot(th, tw) * scale
+    h, w = rgb.shape[:2]
+    tried: list[tuple[Occurrence, bool]] = []  # (place, whether the mark shows there as clearly as a found one)
+    for p in lattice.points_over(origin, v1, v2, (-reach, -reach, w + reach, h + reach)):
+        pose = Pose(float(p[0]), float(p[1]), scale, angle)
+        if any(math.hypot(pose.x - o.pose.x, pose.y - o.pose.y) < 0.5 * min(th, tw) * scale
+               or _shared(template, pose, o.pose) > MAX_SHARED for o in accepted):
+            continue   # found already, or overlapping a found mark (tiles do not overlap)
+        if _terms(rgb, template, pose) is None:
+            continue   # under 8 of its pixels in the image
+        # the right place unblends to a smoother photo (the mark's edges go; a wrong one adds its inverse), or
+        # its overlay explains the image as well as a found mark's does (where the photo is rough anyway)
+        placed = polish(rgb, template, pose, like)
+        # a tile sits on its lattice point, at the repeats' scale and angle: a polish that wanders is no tile
+        stays = (math.hypot(placed.x - pose.x, placed.y - pose.y) <= DRIFT and abs(placed.angle - angle) <= 1.0
+                 and abs(math.log(placed.scale / scale)) <= 0.02)
+        k, own = fit_alpha(rgb, template, placed)
+        shown = stays and own >= MIN_FIT and 1 / REPEAT_ALPHA <= k / max(like, 1e-6) <= REPEAT_ALPHA
+        smoother = stays and _roughness(rgb, template, placed, like) <= SMOOTHER * _roughness(rgb, template, placed, 0)
+        if shown or smoother:
+            pose = placed
+            # kept at the repeats' opacity: a tile cut by the border or over a busy photo measures its own poorly
+            fit = fit_alpha(rgb, template, pose, like)[1]
+            tried.append((Occurrence(pose, _correlation(feature, template, pose), fit, like), shown))
+        elif _unseen(rgb, template, pose, like):
+            tried.append((Occurrence(pose, _correlation(feature, template, pose), 0.0, like), False))
+        else:
+            rejected.append(Occurrence(pose, _correlation(feature, template, pose), 0.0, like))
+    if len(group) < 2 and not any(shown for _, shown in tried):  # one mark, and its lattice shows no other
+        rejected.extend(o for o, _ in tried)
+        return
+    accepted.extend(o for o, _ in tried)
+    # the tiles explain what lies on them: a match at another scale or angle centred on a tile is not a mark
+    tiles = [o for o in accepted if family(o)]
+    for other in [o for o in accepted if not family(o)]:
+        if any(_within(template, t.pose, other.pose.x, other.pose.y) for t in tiles):
+            accepted.remove(other)
+            rejected.append(other)
 
 
 def render(shape: tuple[int, int], template: Template, occurrences: list[Occurrence]) -> np.ndarray:
