@@ -376,9 +376,10 @@ def _on_lattice(rgb, feature, template: Template, known, accepted: list[Occurren
     the template's correlation peaks lie on; a single occurrence's lattice
     holds only if another of its places shows the mark as clearly as a found
     one. A mark learned from a collection is not tiled (it has one place).
-    A place is kept where unblending it at the repeats' opacity leaves a
-    smoother photo (the fit of the overlay against an inpainted guess of the
-    photo is too noisy over a busy photo), or where the mark would not show
+    A place is kept where unblending it at the repeats' opacity leaves the
+    photo no rougher (``SMOOTHER``; the fit of the overlay against an
+    inpainted guess of the photo is too noisy over a busy photo), where the
+    overlay fits as well as a found mark's, or where the mark would not show
     (nothing there contradicts it)."""
     if not accepted or known is not None:
         return   # a learned mark has its one place in the collection's frame
@@ -419,7 +420,7 @@ def _on_lattice(rgb, feature, template: Template, known, accepted: list[Occurren
             continue   # found already, or overlapping a found mark (tiles do not overlap)
         if _terms(rgb, template, pose) is None:
             continue   # under 8 of its pixels in the image
-        # the right place unblends to a smoother photo (the mark's edges go; a wrong one adds its inverse), or
+        # the right place unblends to a photo no rougher (the mark's edges go; a wrong one adds its inverse), or
         # its overlay explains the image as well as a found mark's does (where the photo is rough anyway)
         placed = polish(rgb, template, pose, like)
         # a tile sits on its lattice point, at the repeats' scale and angle: a polish that wanders is no tile
