@@ -163,8 +163,7 @@ def find_lattice(corr: np.ndarray) -> Lattice | None:
     for a in range(len(peaks)):
         for b in range(a + 1, len(peaks)):
             u, v = peaks[a], peaks[b]
-            cross = abs(u[0] * v[1] - u[1] * v[0])
-            if cross < 0.25 * np.linalg.norm(u) * np.linalg.norm(v):
+            if not _spans(u, v):
                 continue
             v1, v2 = reduce_basis(u, v)
             if np.linalg.norm(v1) < MIN_PERIOD:
@@ -185,6 +184,11 @@ def find_lattice(corr: np.ndarray) -> Lattice | None:
     scored = corr[corr != 0]
     spread = 1.4826 * float(np.median(np.abs(scored - np.median(scored)))) + 1e-9
     return replace(chosen, z=chosen.score / spread)
+
+
+def _spans(u: np.ndarray, v: np.ndarray) -> bool:
+    """Whether u and v are far enough from parallel (sine of their angle >= 0.25) to span a lattice."""
+    return _area(u, v) >= 0.25 * np.hypot(*u) * np.hypot(*v)
 
 
 def _area(u: np.ndarray, v: np.ndarray) -> float:
@@ -214,7 +218,7 @@ def through(points: np.ndarray, hint: Lattice | None = None, tolerance: float = 
     diffs = sorted((points[b] - points[a] for a in range(len(points)) for b in range(a + 1, len(points))),
                    key=lambda d: float(np.hypot(*d)))
     for a, u in enumerate(diffs):
-        v = next((v for v in diffs[a + 1:] if _area(u, v) >= 0.25 * np.hypot(*u) * np.hypot(*v)), None)
+        v = next((v for v in diffs[a + 1:] if _spans(u, v)), None)
         if v is not None and np.hypot(*u) >= MIN_PERIOD:
             bases.append(reduce_basis(u, v))
             break
@@ -266,7 +270,7 @@ def spanning(anchors: np.ndarray, peaks: np.ndarray, shape: tuple[int, int], tol
     for a in range(len(vectors)):
         for b in range(a + 1, len(vectors)):
             u, v = vectors[a], vectors[b]
-            if _area(u, v) < 0.25 * np.hypot(*u) * np.hypot(*v):
+            if not _spans(u, v):
                 continue
             v1, v2 = reduce_basis(u, v)
             key = tuple(np.rint(np.concatenate([v1, v2]) / 2).astype(int))

@@ -228,14 +228,12 @@ def fit_alpha(rgb: np.ndarray, template: Template, pose: Pose, fixed: float | No
     return k, max(0.0, 1.0 - residual / total)
 
 
-def _unseen(rgb: np.ndarray, template: Template, pose: Pose, k: float) -> bool:
-    """Whether the mark at ``pose`` with alpha scale ``k`` would change the
-    image by no more than it varies anyway (under ``UNSEEN`` RMS, and the image
-    does not differ from the photo around it either): a white mark over white
-    sky. Such a place on a confirmed lattice is kept; unblending it is harmless."""
-    terms = _terms(rgb, template, pose)
-    if terms is None:
-        return False
+def _unseen(terms: tuple[np.ndarray, np.ndarray], k: float) -> bool:
+    """Whether a mark whose :func:`_terms` are ``terms``, at alpha scale ``k``,
+    would change the image by no more than it varies anyway (under ``UNSEEN``
+    RMS, and the image does not differ from the photo around it either): a
+    white mark over white sky. Such a place on a confirmed lattice is kept;
+    unblending it is harmless."""
     d, g = terms
     return float(np.sqrt(np.mean((k * g) ** 2))) < UNSEEN and float(np.sqrt(np.mean(d ** 2))) < UNSEEN
 
@@ -418,7 +416,8 @@ def _on_lattice(rgb, feature, template: Template, known, accepted: list[Occurren
         if any(math.hypot(pose.x - o.pose.x, pose.y - o.pose.y) < 0.5 * min(th, tw) * scale
                or _shared(template, pose, o.pose) > MAX_SHARED for o in accepted):
             continue   # found already, or overlapping a found mark (tiles do not overlap)
-        if _terms(rgb, template, pose) is None:
+        terms = _terms(rgb, template, pose)
+        if terms is None:
             continue   # under 8 of its pixels in the image
         # the right place unblends to a photo no rougher (the mark's edges go; a wrong one adds its inverse), or
         # its overlay explains the image as well as a found mark's does (where the photo is rough anyway)
@@ -434,7 +433,7 @@ def _on_lattice(rgb, feature, template: Template, known, accepted: list[Occurren
             # kept at the repeats' opacity: a tile cut by the border or over a busy photo measures its own poorly
             fit = fit_alpha(rgb, template, pose, like)[1]
             tried.append((Occurrence(pose, _correlation(feature, template, pose), fit, like), shown))
-        elif _unseen(rgb, template, pose, like):
+        elif _unseen(terms, like):
             tried.append((Occurrence(pose, _correlation(feature, template, pose), 0.0, like), False))
         else:
             rejected.append(Occurrence(pose, _correlation(feature, template, pose), 0.0, like))
