@@ -45,7 +45,7 @@ class Restored:
 
 def restore(img: Image, plan: Plan, cache: ModelCache, user_mask: np.ndarray | None = None,
             metrics=None, job: str | None = None, *, given: dict | None = None, trace: Trace | None = None,
-            until: str | None = None) -> Restored:
+            until: str | None = None, after: str | None = None) -> Restored:
     """Run the plan's stages (``worker.pipeline.graph``) on one image. Returns
     the output image (metadata kept) and the record: ops, decisions with
     reasons, seed, timings, mask stats.
@@ -53,16 +53,20 @@ def restore(img: Image, plan: Plan, cache: ModelCache, user_mask: np.ndarray | N
     Resuming from earlier work (the HTTP API's chained calls): ``given``
     artifacts by name are taken as made, and a stage whose products are all
     among them is not run; ``trace`` is what the stages that made them
-    reported (later stages read it, e.g. the mask statistics). ``until``
-    stops after the named stage."""
+    reported (later stages read it, e.g. the mask statistics). ``after``:
+    the stages up to the named one ran already (``given`` holds what they
+    made, which may be less than they can make). ``until`` stops after the
+    named stage."""
     ctx = Context(image=img.name, job=job, metrics=metrics,
                   trace=trace.model_copy(deep=True) if trace is not None else Trace())
     arts = {IMAGE: img, PIXELS: Pixels(img.rgb, img.alpha)}
     if user_mask is not None:
         arts["user_mask"] = user_mask
     arts.update(given or {})
-    for stage in graph.stages_for(plan):
-        if not (given and set(stage.produces) <= set(given)):
+    stages = graph.stages_for(plan)
+    done = [s.name for s in stages].index(after) + 1 if after is not None else 0
+    for i, stage in enumerate(stages):
+        if i >= done and not (given and set(stage.produces) <= set(given)):
             graph.run_stage(stage, arts, plan, cache, ctx)
         if stage.name == until:
             break

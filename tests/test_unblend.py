@@ -43,3 +43,26 @@ def test_opaque_and_wrong_estimates_are_left_to_inpaint():
     assert not result.lifted[10:60, 10:100].any() and ALPHA_MAX < 0.97
     assert result.remaining[10:60, 10:100].all()
     assert result.remaining[100:150, 10:100].mean() > 0.5
+
+
+def test_a_per_pixel_limit_lifts_a_known_overlay_that_the_global_one_leaves():
+    """A stamp at 92% opacity: above ALPHA_MAX, so an estimated overlay is
+    inpainted; placed from a template its alpha is known, and the watermark
+    stage raises the limit there (``unblend_limit``) to ALPHA_MAX_EXACT. The
+    photo comes back within the 8-bit rounding amplified 1 / (1 - 0.92) times."""
+    from worker.unblend import ALPHA_MAX_EXACT
+
+    clean = photo("astronaut")
+    alpha = np.zeros(clean.shape[:2], np.float32)
+    alpha[30:90, 20:200] = 0.92
+    alpha[150:210, 20:200] = 0.92
+    observed, overlay = _blend(clean, (0.8, 0.1, 0.1), alpha)
+    region = alpha > 0
+    assert not unblend(observed.astype(np.float32), overlay, region).lifted.any()
+    limit = np.full(clean.shape[:2], ALPHA_MAX, np.float32)
+    limit[:120] = ALPHA_MAX_EXACT                   # only the upper stamp was placed from a template
+    result = unblend(observed.astype(np.float32), overlay, region, alpha_max=limit)
+    assert result.lifted[30:90, 20:200].all() and not result.lifted[150:210].any()
+    error = np.abs(result.rgb[result.lifted] - clean[result.lifted]).max()
+    assert error <= 0.5 / 255 / (1 - 0.92) + 1e-4, error * 255
+    assert result.remaining[150:210, 20:200].all() and not result.remaining[30:90, 20:200].any()

@@ -15,6 +15,15 @@ and quantisation by ``1 / (1 - alpha)``, so a pixel is unblended only when
 ``alpha <= alpha_max``; a result outside [0, 1] by more than the noise a pixel
 can carry means the estimate does not fit that pixel. Both kinds of pixel are
 left to the inpainter (``UnblendResult.remaining``).
+
+How far to go depends on how well the overlay is known. Estimated from the
+image alone (the text detector's fit), alpha is off by a few hundredths, and
+above ``ALPHA_MAX`` that error, amplified, costs more than inpainting. Placed
+from a template (a known mark, fitted to a fraction of a pixel), the alpha is
+exact up to interpolation, and the 8-bit rounding amplified 20 times at
+``ALPHA_MAX_EXACT`` still leaves the photo at about 33 dB, where an inpainter
+invents it (a stamp at 90% opacity: 22 dB for Telea). The limit is per pixel
+(the watermark stage's ``unblend_limit`` map).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import cv2
 import numpy as np
 
 ALPHA_MAX = 0.85          # above: the photo is under 15% of the pixel; inpaint instead
+ALPHA_MAX_EXACT = 0.95    # the same for an overlay placed from a template (its alpha is known)
 ALPHA_MIN = 0.02          # below: nothing to lift
 QUANTISATION = 1.0 / 255  # what an 8-bit observed value may be off by
 
@@ -40,10 +50,11 @@ class UnblendResult:
     remaining: np.ndarray
 
 
-def unblend(rgb: np.ndarray, overlay: np.ndarray, region: np.ndarray, alpha_max: float = ALPHA_MAX,
+def unblend(rgb: np.ndarray, overlay: np.ndarray, region: np.ndarray, alpha_max: float | np.ndarray = ALPHA_MAX,
             tolerance: float = 2.0, margin: int | None = None) -> UnblendResult:
     """Reverse the blend inside ``region`` (bool HxW) where the overlay
     (float32 HxWx4: colour, alpha) is semi-transparent and the result fits.
+    ``alpha_max``: the largest alpha unblended, one number or float32 HxW.
     ``tolerance``: how many times the amplified quantisation error a result may
     fall outside [0, 1] before the pixel counts as not fitting.
 
@@ -55,6 +66,9 @@ def unblend(rgb: np.ndarray, overlay: np.ndarray, region: np.ndarray, alpha_max:
     remains."""
     if overlay.shape[:2] != rgb.shape[:2] or overlay.shape[2] != 4:
         raise ValueError(f"overlay must be HxWx4 matching the image {rgb.shape[:2]} but is {overlay.shape}")
+    if np.ndim(alpha_max) and np.shape(alpha_max) != rgb.shape[:2]:
+        raise ValueError(f"alpha_max must be a number or HxW matching the image {rgb.shape[:2]} "
+                         f"but is {np.shape(alpha_max)}")
     alpha = overlay[:, :, 3]
     candidate = region & (alpha > ALPHA_MIN) & (alpha <= alpha_max)
     out = rgb.copy()

@@ -37,6 +37,7 @@ from PIL import ImageDraw
 from orchestration.local import restore
 from worker import degrade
 from worker.io import Image
+from worker.pipeline.artifacts import IMAGE, PIXELS
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.quality import metrics
@@ -193,9 +194,9 @@ def _restore(rgb: np.ndarray, name: str, plan: Plan, cache: ModelCache):
     unblending hands part of it back): run to the watermark stage, then on."""
     image = Image(rgb=rgb, name=name)
     found = restore(image, plan, cache, until="watermark")
-    maps = {k: found.artifacts[k] for k in ("confidence", "mask", "region", "overlay") if found.artifacts.get(k) is not None}
+    maps = {k: v for k, v in found.artifacts.items() if k not in (IMAGE, PIXELS)}
     region = maps.get("region")
-    restored = restore(image, plan, cache, given=maps, trace=found.trace)
+    restored = restore(image, plan, cache, given=maps, trace=found.trace, after="watermark")
     return restored, (region if region is not None else np.zeros(rgb.shape[:2], bool))
 
 

@@ -52,6 +52,8 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("region", "map", kept=True, description="fill region, bool HxW"),
     Artifact("overlay", "map", description="semi-transparent overlay estimate, float32 HxWx4: colour and alpha "
                                            "(alpha 0 where there is none); see worker.unblend"),
+    Artifact("unblend_limit", "map", description="the largest alpha unblended per pixel, float32 HxW: higher "
+                                                 "where a template placed the overlay; see worker.unblend"),
     Artifact("fill", "pixels", description="the inpainter's raw output"),
 )}
 

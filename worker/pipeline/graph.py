@@ -64,9 +64,12 @@ STAGES: list[Stage] = [
                       "colour and alpha",
           code_version="2"),  # 2: lines read back by the recogniser (regions that are not text left alone)
     Stage("watermark", watermark, consumes=(PIXELS, "confidence", "mask", "region", "overlay"),
-          produces=("confidence", "mask", "region", "overlay"), heavy=True, applies=op("remove-text"),
-          description="watermarks and logos (templates, learned, repeated marks) merged into the text maps"),
-    Stage("unblend", steps.unblend, consumes=(PIXELS, "overlay", "region"), produces=(PIXELS, "region"),
+          produces=("confidence", "mask", "region", "overlay", "unblend_limit"), heavy=True,
+          applies=op("remove-text"),
+          description="watermarks and logos (templates, learned, repeated marks) merged into the text maps",
+          code_version="2"),  # 2: unblend_limit (a template's marks unblended up to alpha 0.95)
+    Stage("unblend", steps.unblend, consumes=(PIXELS, "overlay", "region", "unblend_limit"),
+          produces=(PIXELS, "region"),
           heavy=True, applies=op("remove-text"),
           description="lift semi-transparent overlays by reversing the blend; leave the rest to inpaint"),
     Stage("inpaint", steps.inpaint, consumes=(PIXELS, "region"), produces=("fill",), heavy=True,

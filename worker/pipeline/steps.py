@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from worker import inpaint as inpaint_variants
 from worker import stages
 from worker.device import is_out_of_memory, release_cached, resolve_device
@@ -64,23 +66,27 @@ def detect(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Arti
 
 
 def unblend(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Artifacts:
-    """pixels, overlay, region -> pixels (semi-transparent overlay lifted) and
-    region (what is left to inpaint); nothing without an overlay estimate."""
+    """pixels, overlay, region, unblend_limit -> pixels (semi-transparent
+    overlay lifted) and region (what is left to inpaint); nothing without an
+    overlay estimate. Without ``unblend_limit`` the limit is ``ALPHA_MAX``."""
     overlay = arts.get("overlay")
     if overlay is None or not arts["region"].any():
         return {}
     pixels, region = arts[PIXELS], arts["region"]
+    limit = arts.get("unblend_limit")
+    limit = ALPHA_MAX if limit is None else limit
     start = time.perf_counter()
-    result = reverse_blend(pixels.rgb, overlay, region, margin=plan.mask_dilate)
+    result = reverse_blend(pixels.rgb, overlay, region, alpha_max=limit, margin=plan.mask_dilate)
     lifted, total = int(result.lifted.sum()), int(region.sum())
-    inputs = {"region_px": total, "lifted_px": lifted, "lifted_share": round(lifted / total, 4), "alpha_max": ALPHA_MAX}
+    top = round(float(np.max(limit)), 4)
+    inputs = {"region_px": total, "lifted_px": lifted, "lifted_share": round(lifted / total, 4), "alpha_max": top}
     if not lifted:
         ctx.decided(Decision("unblend", "none", "opaque-or-unfit",
                              "no part of the overlay is semi-transparent with a fitting estimate: inpaint it all",
                              inputs))
         return {}
     ctx.decided(Decision("unblend", "reverse-blend", "semi-transparent",
-                         f"{lifted / total:.0%} of the overlay is semi-transparent (alpha <= {ALPHA_MAX}): the "
+                         f"{lifted / total:.0%} of the overlay is semi-transparent (alpha <= {top}): the "
                          f"photo is restored by reversing the blend; the rest is inpainted", inputs))
     ctx.timed("unblend", "reverse-blend", "cpu", time.perf_counter() - start)
     return {PIXELS: Pixels(result.rgb, pixels.alpha), "region": result.remaining}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from worker.unblend import ALPHA_MAX, ALPHA_MAX_EXACT
 from worker.watermark import match
 from worker.watermark.template import ALPHA_FLOOR, Template
 
@@ -22,7 +23,9 @@ class Marks:
     scale or period, alpha, colour, score); ``notes``: one line per template
     or detector that found nothing, saying why. ``claimed``: bool HxW, the
     neighbourhood (``CLAIM`` px) of marks placed from a template: there the
-    mark explains what the text detector saw, and its region gives way."""
+    mark explains what the text detector saw, and its region gives way, and
+    its alpha is known, so it is unblended up to ``ALPHA_MAX_EXACT`` (see
+    :mod:`worker.unblend`)."""
 
     confidence: np.ndarray
     soft: np.ndarray
@@ -31,10 +34,13 @@ class Marks:
     records: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     claimed: np.ndarray | None = None
+    exact: np.ndarray | None = None   # bool HxW: the overlay there comes from a template
 
     def __post_init__(self) -> None:
         if self.claimed is None:
             self.claimed = np.zeros(self.region.shape, bool)
+        if self.exact is None:
+            self.exact = np.zeros(self.region.shape, bool)
 
     @classmethod
     def empty(cls, shape: tuple[int, int]) -> "Marks":
@@ -47,10 +53,11 @@ class Marks:
         the text detector found around it is this mark."""
         alpha = overlay[..., 3]
         touched = alpha > ALPHA_FLOOR
+        larger = alpha > self.overlay[..., 3]
+        self.exact[larger] = claim
         if claim:
             near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * CLAIM + 1,) * 2)
             self.claimed |= cv2.dilate(touched.astype(np.uint8), near).astype(bool)
-        larger = alpha > self.overlay[..., 3]
         self.overlay[larger] = overlay[larger]
         self.region |= touched
         self.confidence = np.maximum(self.confidence, np.where(touched, np.float32(score), 0).astype(np.float32))
@@ -86,7 +93,9 @@ def merge(confidence: np.ndarray | None, soft: np.ndarray | None, region: np.nda
     Where a template's mark claims the pixels (``Marks.claimed``), the
     detector's maps give way: its margin and the photo's details it took for
     strokes (stars under a tiled mark) would be inpainted over the unblended
-    photo. A missing map (None) is taken as empty."""
+    photo. A missing map (None) is taken as empty. ``unblend_limit``: the
+    largest alpha unblended per pixel, higher where a template placed the
+    overlay."""
     shape = marks.region.shape
     confidence = np.zeros(shape, np.float32) if confidence is None else confidence
     soft = np.zeros(shape, np.float32) if soft is None else soft
@@ -99,4 +108,5 @@ def merge(confidence: np.ndarray | None, soft: np.ndarray | None, region: np.nda
         out[keep] = overlay[keep]
     return {"confidence": np.maximum(confidence, marks.confidence).astype(np.float32),
             "mask": np.maximum(soft, marks.soft).astype(np.float32),
-            "region": region | marks.region, "overlay": out.astype(np.float32)}
+            "region": region | marks.region, "overlay": out.astype(np.float32),
+            "unblend_limit": np.where(marks.exact, np.float32(ALPHA_MAX_EXACT), np.float32(ALPHA_MAX))}
