@@ -204,7 +204,6 @@ def test_a_template_stamp_is_unblended_through_its_opaque_parts(tmp_path):
     dB inside the mark against 19.5 for Telea given the true mask. Placed from
     the template, its alpha is known and unblending goes to 0.95."""
     from orchestration.evaluate.watermarks import build_cases, photos
-    from worker.unblend import ALPHA_MAX_EXACT
 
     case = next(c for c in build_cases(photos(256, 12), ["stamp"], 0) if c.id == "astronaut-stamp")
     assert case.params["opacity"] > 0.85
@@ -214,6 +213,9 @@ def test_a_template_stamp_is_unblended_through_its_opaque_parts(tmp_path):
     assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
                  "--watermark", str(tmp_path / "stamp.png")]) == 0
     record = json.loads((tmp_path / "out" / "a.png.json").read_text())
+    chosen = next(d for d in record["decisions"] if d["stage"] == "watermark")
+    assert chosen["variant"] == "unblend" and chosen["inputs"]["unblend_limit"] == ALPHA_MAX_EXACT
+    assert chosen["inputs"]["alpha_max"] > 0.85
     lift = next(d for d in record["decisions"] if d["stage"] == "unblend")
     assert lift["variant"] == "reverse-blend" and lift["inputs"]["alpha_max"] == ALPHA_MAX_EXACT
     assert lift["inputs"]["lifted_share"] > 0.9

@@ -27,6 +27,7 @@ from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import LEARNED, Plan, is_remote
 from worker.pipeline.record import Context
 from worker.pipeline.select import Decision
+from worker.unblend import ALPHA_MAX, ALPHA_MAX_EXACT
 from worker.watermark import Marks, WatermarkError, load_template, merge, template_marks
 from worker.watermark.logo import seeded_marks
 from worker.watermark.tiled import tiled_marks
@@ -61,13 +62,16 @@ def watermark(arts: dict, plan: Plan, cache: ModelCache, ctx: Context) -> dict:
         found = by_source.get(source, []) if source != "auto" else [r for r in marks.records if r["kind"] != "template"]
         if found:
             alphas = [r["alpha"] for r in found]
-            ctx.decided(Decision("watermark", "unblend" if max(alphas) <= 0.85 else "inpaint",
+            # a template's alpha is known: unblended further (worker.unblend)
+            limit = ALPHA_MAX_EXACT if source != "auto" else ALPHA_MAX
+            ctx.decided(Decision("watermark", "unblend" if max(alphas) <= limit else "inpaint",
                                  "template" if source != "auto" else "auto",
                                  f"{len(found)} mark(s) from {source}: alpha {min(alphas):.2f}-{max(alphas):.2f}, "
-                                 f"{'unblended where semi-transparent' if min(alphas) <= 0.85 else 'opaque'}, "
+                                 f"{f'unblended up to alpha {limit}' if min(alphas) <= limit else 'opaque'}, "
                                  "the rest inpainted",
                                  {"source": source, "marks": len(found), "alpha_min": min(alphas),
-                                  "alpha_max": max(alphas), "score_min": min(r["score"] for r in found)}))
+                                  "alpha_max": max(alphas), "unblend_limit": limit,
+                                  "score_min": min(r["score"] for r in found)}))
         else:
             ctx.decided(Decision("watermark", "none", "no-match", next(
                 (n for n in marks.notes if n.startswith(source)), f"{source}: nothing found"), {"source": source}))
