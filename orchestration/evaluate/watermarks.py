@@ -221,10 +221,11 @@ def run_case(case: MarkCase, mode: str, cache: ModelCache, folder: Path, lpips=N
     return row, restored.image.rgb
 
 
-def collection_eval(photo_list: list[tuple[str, np.ndarray]], cache: ModelCache, folder: Path, n: int = 20,
-                    jitter: int = 0, seed: int = 0, side: int = 128, lpips=None) -> tuple[list[dict], dict, list]:
-    """``n`` crops of the photos sharing one logo (alpha 0.45, white), with
-    ``jitter`` px of position jitter: learned, then applied (learned mode)."""
+def collection_cases(photo_list: list[tuple[str, np.ndarray]], n: int = 20, jitter: int = 0, seed: int = 0,
+                     side: int = 128) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """(clean crops, observed, true alphas): ``n`` crops of the photos sharing
+    one logo (alpha 0.45, white) near their bottom right corner, with
+    ``jitter`` px of position jitter, 8-bit."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 99, jitter]))
     crops = []
     for i in range(n):
@@ -243,6 +244,13 @@ def collection_eval(photo_list: list[tuple[str, np.ndarray]], cache: ModelCache,
         alpha = degrade.logo_layer(side, side, spec)
         observed.append(_quantised(degrade.composite(crop, alpha, colour)[0]))
         alphas.append(alpha)
+    return crops, observed, alphas
+
+
+def collection_eval(photo_list: list[tuple[str, np.ndarray]], cache: ModelCache, folder: Path, n: int = 20,
+                    jitter: int = 0, seed: int = 0, side: int = 128, lpips=None) -> tuple[list[dict], dict, list]:
+    """The collection of :func:`collection_cases`: learned, then applied (learned mode)."""
+    crops, observed, alphas = collection_cases(photo_list, n, jitter, seed, side)
     summary: dict = {"images": len(crops), "jitter": jitter}
     try:
         learned = learn(observed, name="collection")

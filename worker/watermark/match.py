@@ -399,8 +399,11 @@ def find(rgb: np.ndarray, template: Template, scales=SCALES, angles=ANGLES, min_
     steps = (factor * 1.0, factor * 1.0, scale_step, angle_step)
     _verify(rgb, feature, template, starts, steps, known, min_score, min_fit, accepted, rejected)
     # a mark repeats at the scale and angle it was found at (tiles, a logo used twice): look again at exactly
-    # those, with a lower bar for the coarse correlation, which the grid's spacing no longer lowers
-    for found in {(round(o.pose.scale, 2), round(o.pose.angle, 1)): o for o in accepted}.values():
+    # those, with a lower bar for the coarse correlation, which the grid's spacing no longer lowers. Not a mark
+    # learned from a collection: it has its one place there, and the bar lowered for that place let a corner
+    # of the image where a quarter of the mark would fall pass as a second one (and be unblended: a dark ghost)
+    repeats = accepted if near is None else []
+    for found in {(round(o.pose.scale, 2), round(o.pose.angle, 1)): o for o in repeats}.values():
         pose = found.pose
         again = coarse_search(feature, template, (pose.scale,), (pose.angle,), threshold=0.1)
         _verify(rgb, feature, template, [p for _, p in again], (1.0, 1.0, 0.01, 0.5), known, min_score, min_fit,
