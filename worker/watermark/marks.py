@@ -50,7 +50,8 @@ class Marks:
     def add(self, overlay: np.ndarray, score: float, records: list[dict], claim: bool = False) -> None:
         """Merge one finding's overlay (the larger alpha wins) with its score as
         confidence; ``claim``: the mark's pose is exact (a template), so what
-        the text detector found around it is this mark."""
+        the text detector found around it is this mark, and where its overlay
+        wins, its alpha is known (``exact``)."""
         alpha = overlay[..., 3]
         touched = alpha > ALPHA_FLOOR
         larger = alpha > self.overlay[..., 3]
