@@ -321,6 +321,32 @@ def test_a_learned_mark_is_found_only_where_it_was_learned(tmp_path):
         assert (placed & truth).sum() / truth.sum() > 0.95 and (placed & ~truth).sum() / truth.sum() < 0.2
 
 
+def test_a_learned_white_mark_over_black_is_lifted_not_inpainted_in_specks(tmp_path):
+    """The learned ring's alpha is a percent or two off in places; over the
+    astronaut's black collar and the camera man's coat the unblended result
+    fell just below zero, was taken as not fitting and inpainted in specks
+    (18.8 and 20.9 dB inside the mark). The mark's colour is known, so there
+    the result is clipped (unblend's TOLERANCE_EXACT)."""
+    from orchestration.evaluate.watermarks import collection_cases, photos
+    from worker.watermark.learn import describe
+
+    clean, observed, alphas = collection_cases(photos(256, 12), 20)
+    learned = learn(observed, name="collection")
+    save_template(learned.template, tmp_path / "mark.png")
+    (tmp_path / "mark.json").write_text(json.dumps(describe(learned, "mark.png", [str(i) for i in range(20)])))
+    (tmp_path / "in").mkdir()
+    for i in (0, 9):
+        cv2.imwrite(str(tmp_path / "in" / f"{i}.png"), np.rint(observed[i][..., ::-1] * 255).astype(np.uint8))
+    assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--watermark", str(tmp_path / "mark.png")]) == 0
+    for i in (0, 9):
+        record = json.loads((tmp_path / "out" / f"{i}.png.json").read_text())
+        assert next(d for d in record["decisions"] if d["stage"] == "unblend")["inputs"]["lifted_share"] > 0.99
+        out = cv2.imread(str(tmp_path / "out" / f"{i}.png"))[..., ::-1].astype(np.float32) / 255
+        truth = alphas[i] > 0.02
+        assert metrics.psnr(clean[i], out, truth) > 30, i
+
+
 def test_learning_aligns_a_mark_that_moves_a_little():
 
     clean = collection(20)

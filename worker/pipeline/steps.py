@@ -24,7 +24,7 @@ from worker import stages
 from worker.device import is_out_of_memory, release_cached, resolve_device
 from worker.errors import PlanError, one_line
 from worker.inpaint import InpaintOutOfMemory
-from worker.unblend import ALPHA_MAX
+from worker.unblend import ALPHA_MAX, TOLERANCE, TOLERANCE_EXACT
 from worker.unblend import unblend as reverse_blend
 from worker.mask import MaskParams, confidence_sample
 from worker.pipeline.artifacts import IMAGE, PIXELS, Pixels
@@ -75,8 +75,12 @@ def unblend(arts: Artifacts, plan: Plan, cache: ModelCache, ctx: Context) -> Art
     pixels, region = arts[PIXELS], arts["region"]
     limit = arts.get("unblend_limit")
     limit = ALPHA_MAX if limit is None else limit
+    # where the limit is raised a template placed the overlay: its colour is known, so a result just outside
+    # [0, 1] is its alpha a little off, not a wrong colour (worker.unblend)
+    tolerance = np.where(np.asarray(limit) > ALPHA_MAX, np.float32(TOLERANCE_EXACT), np.float32(TOLERANCE))
     start = time.perf_counter()
-    result = reverse_blend(pixels.rgb, overlay, region, alpha_max=limit, margin=plan.mask_dilate)
+    result = reverse_blend(pixels.rgb, overlay, region, alpha_max=limit, tolerance=tolerance,
+                           margin=plan.mask_dilate)
     lifted, total = int(result.lifted.sum()), int(region.sum())
     top = round(float(np.max(limit)), 4)
     inputs = {"region_px": total, "lifted_px": lifted, "lifted_share": round(lifted / total, 4), "alpha_max": top}
