@@ -153,6 +153,17 @@ def test_watermark_stage_runs_in_retouch_run(tmp_path):
     assert metrics.psnr(clean, out, truth) > metrics.psnr(clean, telea(observed, truth), truth) + 3
 
 
+def run_with_template(tmp_path, observed: np.ndarray, template: Template) -> tuple[dict, np.ndarray]:
+    """``retouch run --watermark`` on one image as an 8-bit PNG: (its sidecar, the output as float RGB)."""
+    save_template(template, tmp_path / "mark.png")
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.rint(observed[..., ::-1] * 255).astype(np.uint8))
+    assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--watermark", str(tmp_path / "mark.png")]) == 0
+    record = json.loads((tmp_path / "out" / "a.png.json").read_text())
+    return record, cv2.imread(str(tmp_path / "out" / "a.png"))[..., ::-1].astype(np.float32) / 255
+
+
 def test_what_the_text_detector_saw_of_a_template_mark_is_unblended_not_inpainted(tmp_path):
     """The text detector also finds a tiled mark's words, and its region (a
     margin, and the stars under the letters it took for strokes) was inpainted
@@ -161,14 +172,8 @@ def test_what_the_text_detector_saw_of_a_template_mark_is_unblended_not_inpainte
     from orchestration.evaluate.watermarks import build_cases, photos
 
     case = next(c for c in build_cases(photos(256, 12), ["tiled"], 0) if c.id == "hubble_deep_field-tiled")
-    save_template(case.template, tmp_path / "tile.png")
-    (tmp_path / "in").mkdir()
-    cv2.imwrite(str(tmp_path / "in" / "field.png"), np.rint(case.observed[..., ::-1] * 255).astype(np.uint8))
-    assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
-                 "--watermark", str(tmp_path / "tile.png")]) == 0
-    record = json.loads((tmp_path / "out" / "field.png.json").read_text())
+    record, out = run_with_template(tmp_path, case.observed, case.template)
     assert record["mask"]["regions"], "the text detector found the tiles' words too"
-    out = cv2.imread(str(tmp_path / "out" / "field.png"))[..., ::-1].astype(np.float32) / 255
     psnr, baseline = metrics.psnr(case.clean, out, case.truth), metrics.psnr(case.clean, telea(case.observed, case.truth),
                                                                               case.truth)
     assert psnr > baseline + 6, (psnr, baseline)
@@ -207,19 +212,13 @@ def test_a_template_stamp_is_unblended_through_its_opaque_parts(tmp_path):
 
     case = next(c for c in build_cases(photos(256, 12), ["stamp"], 0) if c.id == "astronaut-stamp")
     assert case.params["opacity"] > 0.85
-    save_template(case.template, tmp_path / "stamp.png")
-    (tmp_path / "in").mkdir()
-    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.rint(case.observed[..., ::-1] * 255).astype(np.uint8))
-    assert main(["run", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress",
-                 "--watermark", str(tmp_path / "stamp.png")]) == 0
-    record = json.loads((tmp_path / "out" / "a.png.json").read_text())
+    record, out = run_with_template(tmp_path, case.observed, case.template)
     chosen = next(d for d in record["decisions"] if d["stage"] == "watermark")
     assert chosen["variant"] == "unblend" and chosen["inputs"]["unblend_limit"] == ALPHA_MAX_EXACT
     assert chosen["inputs"]["alpha_max"] > 0.85
     lift = next(d for d in record["decisions"] if d["stage"] == "unblend")
     assert lift["variant"] == "reverse-blend" and lift["inputs"]["alpha_max"] == ALPHA_MAX_EXACT
     assert lift["inputs"]["lifted_share"] > 0.9
-    out = cv2.imread(str(tmp_path / "out" / "a.png"))[..., ::-1].astype(np.float32) / 255
     psnr, baseline = metrics.psnr(case.clean, out, case.truth), metrics.psnr(case.clean, telea(case.observed, case.truth),
                                                                               case.truth)
     assert psnr > baseline + 8, (psnr, baseline)

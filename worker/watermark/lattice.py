@@ -160,20 +160,12 @@ def find_lattice(corr: np.ndarray) -> Lattice | None:
     non-parallel candidate vectors span one with enough scored points."""
     peaks = _candidates(corr)
     found: dict[tuple, Lattice] = {}
-    for a in range(len(peaks)):
-        for b in range(a + 1, len(peaks)):
-            u, v = peaks[a], peaks[b]
-            if not _spans(u, v):
-                continue
-            v1, v2 = reduce_basis(u, v)
-            if np.linalg.norm(v1) < MIN_PERIOD:
-                continue
-            key = tuple(np.rint(np.concatenate([v1, v2]) / 2).astype(int))
-            if key in found:
-                continue
-            score, points = _score(corr, v1, v2)
-            if points >= MIN_POINTS:
-                found[key] = Lattice(v1, v2, score, points)
+    for v1, v2, key in _bases(peaks):
+        if key in found:
+            continue
+        score, points = _score(corr, v1, v2)
+        if points >= MIN_POINTS:
+            found[key] = Lattice(v1, v2, score, points)
     if not found:
         return None
     best = max(found.values(), key=lambda lat: lat.score)
@@ -184,6 +176,20 @@ def find_lattice(corr: np.ndarray) -> Lattice | None:
     scored = corr[corr != 0]
     spread = 1.4826 * float(np.median(np.abs(scored - np.median(scored)))) + 1e-9
     return replace(chosen, z=chosen.score / spread)
+
+
+def _bases(vectors):
+    """(v1, v2, key) for every pair of ``vectors`` far enough from parallel:
+    the pair's reduced basis, its shorter vector at least ``MIN_PERIOD``, and
+    a key (rounded to 2 px) under which near-equal bases meet."""
+    for a in range(len(vectors)):
+        for b in range(a + 1, len(vectors)):
+            u, v = vectors[a], vectors[b]
+            if not _spans(u, v):
+                continue
+            v1, v2 = reduce_basis(u, v)
+            if np.hypot(*v1) >= MIN_PERIOD:
+                yield v1, v2, tuple(np.rint(np.concatenate([v1, v2]) / 2).astype(int))
 
 
 def _spans(u: np.ndarray, v: np.ndarray) -> bool:
@@ -267,24 +273,18 @@ def spanning(anchors: np.ndarray, peaks: np.ndarray, shape: tuple[int, int], tol
     vectors = [v for v in places[1:] - origin if np.hypot(*v) >= MIN_PERIOD]
     h, w = shape
     best, best_score, seen = None, 0.0, set()
-    for a in range(len(vectors)):
-        for b in range(a + 1, len(vectors)):
-            u, v = vectors[a], vectors[b]
-            if not _spans(u, v):
-                continue
-            v1, v2 = reduce_basis(u, v)
-            key = tuple(np.rint(np.concatenate([v1, v2]) / 2).astype(int))
-            if np.hypot(*v1) < MIN_PERIOD or key in seen:
-                continue
-            seen.add(key)
-            basis = np.array([v1, v2]).T
-            ij = np.linalg.solve(basis, (anchors - origin).T).T
-            if np.abs(anchors - origin - np.rint(ij) @ basis.T).max() > tolerance:
-                continue
-            points = np.array(points_over(origin, v1, v2, (0, 0, w, h))).reshape(-1, 2)
-            near = np.hypot(*(points[:, None, :] - places[None, :, :]).transpose(2, 0, 1)).min(axis=1) <= tolerance
-            score = near.sum() - 0.5 * (~near).sum()
-            # a place beyond the three that define it agrees, or two of those are found marks
-            if near.sum() >= (3 if len(anchors) >= 2 else 4) and score > best_score:
-                best, best_score = (origin, v1, v2), score
+    for v1, v2, key in _bases(vectors):
+        if key in seen:
+            continue
+        seen.add(key)
+        basis = np.array([v1, v2]).T
+        ij = np.linalg.solve(basis, (anchors - origin).T).T
+        if np.abs(anchors - origin - np.rint(ij) @ basis.T).max() > tolerance:
+            continue
+        points = np.array(points_over(origin, v1, v2, (0, 0, w, h))).reshape(-1, 2)
+        near = np.hypot(*(points[:, None, :] - places[None, :, :]).transpose(2, 0, 1)).min(axis=1) <= tolerance
+        score = near.sum() - 0.5 * (~near).sum()
+        # a place beyond the three that define it agrees, or two of those are found marks
+        if near.sum() >= (3 if len(anchors) >= 2 else 4) and score > best_score:
+            best, best_score = (origin, v1, v2), score
     return best
