@@ -23,6 +23,8 @@ from typing import Iterator
 
 from orchestration.storage import S3Url, Storage, StorageError, parse_url
 from worker.detect import TextDetector, shipped_model_path
+from worker.strokes import WEIGHTS as STROKE_WEIGHTS
+from worker.strokes import StrokeSegmenter
 from worker.errors import RetouchError
 from worker.pipeline import graph
 from worker.pipeline.lineage import causes, file_digest, weights_digest
@@ -69,6 +71,8 @@ class Current:
             digest = weights_digest(name, self.model_dir)
             if digest is None and name == TextDetector.name:
                 digest = file_digest(shipped_model_path())
+            elif digest is None and name == StrokeSegmenter.name:
+                digest = file_digest(STROKE_WEIGHTS)
             self._models[name] = digest
         return self._models[name]
 

@@ -36,6 +36,8 @@ from tasks.canvas import with_plan
 from tasks.runtime import Runtime, runtime
 from worker import __version__
 from worker.detect import TextDetector, shipped_model_path
+from worker.strokes import WEIGHTS as STROKE_WEIGHTS
+from worker.strokes import StrokeSegmenter
 from worker.errors import RetouchError
 from worker.io import MIME, Image, decode, encode, format_name
 from worker.pipeline import graph
@@ -286,6 +288,7 @@ def _lineage(rt: Runtime, job: ImageJob, record: dict, input_sha256: str) -> dic
               for name in set(record.get("variants", {}).values())}
     if "remove-text" in job.plan.ops:
         models[TextDetector.name] = file_digest(shipped_model_path())
+        models[StrokeSegmenter.name] = file_digest(STROKE_WEIGHTS)
     return lineage(input_sha256, job.fingerprint, models, graph.code_versions(job.plan))
 
 

@@ -42,12 +42,18 @@ def test_dark_shadow_on_a_dark_sky_is_masked(offset, detector, monkeypatch):
     found = stages.detect(observed, detector, MaskParams())
     recall = found.binary[shade].mean()
     assert recall >= 0.8, f"shadow recall {recall:.2f}"
-    assert (found.binary & ~truth).mean() < 0.01
+    # issue 10's bound on what is filled beyond the text (colour evidence alone
+    # stayed under 1% here; the learned strokes' edges add up to 0.6%)
+    assert (found.binary & ~truth).mean() < 0.02
     shadows = [line["shadow"] for line in found.stats["lines"] if line["shadow"]]
     assert shadows and max(abs(a - b) for a, b in zip(shadows[0], offset)) <= 1   # recorded in the sidecar
-    # without the shadow search, most of it is left: the check can fail
+    # the learned strokes find shadows too; the shadow search alone, on colour
+    # evidence, still does, and without it most of the shadow is left: the check can fail
+    monkeypatch.setattr(detector, "segmenter", None)
+    by_colour = stages.detect(observed, detector, MaskParams()).binary[shade].mean()
+    assert by_colour >= 0.8, f"shadow recall from colour evidence {by_colour:.2f}"
     monkeypatch.setattr(shadow, "find_shadow", lambda *a, **k: None)
-    assert stages.detect(observed, detector, MaskParams()).binary[shade].mean() < recall - 0.3
+    assert stages.detect(observed, detector, MaskParams()).binary[shade].mean() < by_colour - 0.3
 
 
 def test_no_shadow_added_to_a_line_without_one(detector, monkeypatch):

@@ -21,7 +21,11 @@ than the text covered. So, per text line:
 4. strokes: a pixel's evidence is how far it moved from its background toward
    the fitted overlay (its coverage, in [0, 1]) and how well the blend
    explains it; that is the per-pixel stroke probability;
-5. mask: strokes dilated by ``dilate`` px is the fill region; the soft mask is
+5. shape: a small network trained on rendered captions (:mod:`worker.strokes`)
+   reads the glyphs' shape over the line's crop; it adds the glyphs the colour
+   evidence lost (dark bold text over a dark helmet) and drops opaque colour
+   evidence beside its glyphs that it calls photo;
+6. mask: strokes dilated by ``dilate`` px is the fill region; the soft mask is
    the stroke probability, feathered with a Gaussian of ``sigma`` across that
    margin (blend weights); ``type="binary"`` keeps the hard region only.
 
@@ -54,6 +58,14 @@ EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the
 SECOND_LINE_SPAN = 0.6     # a second colour spanning this share of the line's length ...
 SECOND_LINE_DENSITY = 20.0  # ... this many times denser inside the line than around it is text too
 ADJACENT = 0.5      # share of a second colour's pixels next to the main colour's, to count as overlay
+# the learned stroke segmenter (worker.strokes), per line:
+LEARNED_REACH = 0.25  # ... adds strokes within this many line heights of the line's region
+LEARNED_ADD = 0.5     # ... where its probability reaches this
+LEARNED_VETO = 0.2    # ... and drops opaque colour evidence where it is below this (photo, not glyph),
+LEARNED_NEAR = 1.0    # ... within this many line heights of the glyphs it found,
+LEARNED_TRUST = 0.9   # ... unless the colour evidence is this sure (a glyph the network reads poorly)
+STROKE = 0.35         # (what counts as a stroke pixel in those figures: the default mask's cut)
+NEAR_PX = 12.0        # a line's reach is computed with its height reduced to this many px
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 
 
@@ -147,7 +159,9 @@ class LineFit:
     ``texture``: the background's own variation around the line (ΔE, 95th
     percentile), the evidence threshold; ``rmse``: the blend fit's residual per
     colour (0-1 RGB); ``shadow``: the offset of the line's drop shadow, if one
-    was found (:mod:`worker.shadow`)."""
+    was found (:mod:`worker.shadow`); ``learned``: the pixels the learned stroke
+    segmenter added to the colour evidence and those it dropped from it
+    ([added, dropped]; None when it did not run)."""
 
     box: list[int]
     colours: list[list[int]] = field(default_factory=list)
@@ -157,6 +171,7 @@ class LineFit:
     stroke_share: float = 0.0
     texture: float = 0.0
     shadow: list[int] | None = None   # [dx, dy] of a drop shadow found (its colour is the last one)
+    learned: list[int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -309,6 +324,24 @@ def _clusters(lab: np.ndarray, max_k: int = 3, merge: float = 14.0) -> tuple[np.
     return labels, centres
 
 
+def line_crop(region: np.ndarray, box: list[int] | None = None,
+              grow: int | None = None) -> tuple[tuple[slice, slice], float, int]:
+    """The crop a text line is segmented on (its box, padded for strokes
+    beyond the region and for the background ring), the line's height and
+    how far its region is grown for strokes (``grow`` when given)."""
+    h, w = region.shape
+    if box is None:
+        ys, xs = np.nonzero(region)
+        box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    bx, by, bw, bh = box
+    height = max(4.0, _line_height(region[by:by + bh, bx:bx + bw]))
+    grow = max(2, int(round(0.15 * height))) if grow is None else grow
+    pad = grow + int(round(EXTEND * height)) + max(6, int(round(0.6 * height)))
+    y0, y1 = max(0, by - pad), min(h, by + bh + pad)
+    x0, x1 = max(0, bx - pad), min(w, bx + bw + pad)
+    return (slice(y0, y1), slice(x0, x1)), height, grow
+
+
 def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confidence: np.ndarray | None = None,
                  grow: int | None = None, box: list[int] | None = None,
                  reduce: bool = True) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, LineFit]:
@@ -319,18 +352,9 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
     when known (saves a search of the whole image). Returns (the crop's
     slices, stroke probability float32 over the crop, overlay float32 crop x 4,
     LineFit)."""
-    h, w = region.shape
-    if box is None:
-        ys, xs = np.nonzero(region)
-        box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-    bx, by, bw, bh = box
-    height = max(4.0, _line_height(region[by:by + bh, bx:bx + bw]))
-    grow = max(2, int(round(0.15 * height))) if grow is None else grow
+    sl, height, grow = line_crop(region, box, grow)
     reach = int(round(EXTEND * height))
-    pad = grow + reach + max(6, int(round(0.6 * height)))
-    y0, y1 = max(0, by - pad), min(h, by + bh + pad)
-    x0, x1 = max(0, bx - pad), min(w, bx + bw + pad)
-    sl = (slice(y0, y1), slice(x0, x1))
+    (y0, y1), (x0, x1) = (sl[0].start, sl[0].stop), (sl[1].start, sl[1].stop)
     if reduce and height > 2.0 * SEGMENT_HEIGHT:
         return sl, *_segment_reduced(rgb[sl], region[sl], others[sl],
                                      None if confidence is None else confidence[sl], height, (x0, y0))
@@ -583,7 +607,8 @@ def _segment_reduced(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, co
     return prob, overlay, fit
 
 
-def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, reader=None) -> MaskResult:
+def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, reader=None,
+               segmenter=None) -> MaskResult:
     """The stroke-following mask and overlay estimate for a confidence map (see
     the module docstring).
 
@@ -605,16 +630,19 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     lines = []
     for region, box in zip(regions, boxes):
         sl, p, ov, fit = segment_line(rgb, region, union, confidence, box=box)
+        lines.append(fit)
+        local = median_evidence(rgb[sl], region[sl])
+        local = _drop_blobs(local, np.zeros(local.shape, np.int32), 0.5 - params.stroke_margin)
+        opaque = (local > p) & (local >= 0.5 - params.stroke_margin)
+        ov[opaque, 3] = 1.0  # no alpha estimate from the median: inpaint, never unblend
+        np.maximum(p, local, out=p)
+        if segmenter is not None:
+            fit.learned = _with_learned(p, ov, learned_strokes(rgb[sl], region[sl], segmenter),
+                                        max(2, int(round(LEARNED_NEAR * _line_height(region[sl])))))
         view, oview = prob[sl], overlay[sl]
         stronger = p > view
         view[stronger] = p[stronger]
         oview[stronger] = ov[stronger]
-        lines.append(fit)
-        local = median_evidence(rgb[sl], region[sl])
-        local = _drop_blobs(local, np.zeros(local.shape, np.int32), 0.5 - params.stroke_margin)
-        opaque = (local > view) & (local >= 0.5 - params.stroke_margin)
-        oview[opaque, 3] = 1.0  # no alpha estimate from the median: inpaint, never unblend
-        np.maximum(view, local, out=view)
     strokes = prob >= 0.5 - params.stroke_margin
     strokes = _drop_specks(strokes, params.min_region_area)
     result = mask_from_strokes(strokes, params, union, boxes, prob)
@@ -623,6 +651,61 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     result.lines = lines
     result.rejected = rejected
     return result
+
+
+def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, reach: int) -> list[int]:
+    """Merge a line's learned stroke probability into its colour evidence
+    ``prob`` and overlay estimate (in place); returns how many pixels it
+    added and dropped.
+
+    The colour evidence loses glyphs over a background of their own colour and
+    takes photo pixels of the text's colour for strokes; the network, which
+    reads the glyphs' shape, is surer of both. Opaque colour evidence that the
+    network calls background next to the glyphs it found (within ``reach``
+    px) is dropped unless the colour evidence is near certain; where the
+    network sees no glyph at all (a low-contrast hue on wood), it has no say.
+    Where it finds a glyph the colour evidence missed, it is added, as opaque
+    (it is a shape, not a blend fit: inpainted, never unblended). A
+    semi-transparent fit stays as it is: its alpha is what lets the unblend
+    stage bring the photo back."""
+    glyphs = learned >= LEARNED_ADD
+    near = cv2.distanceTransform((~glyphs).astype(np.uint8), cv2.DIST_L2, 3) <= reach  # no glyph: none near
+    veto = near & (learned < LEARNED_VETO) & (overlay[..., 3] >= 1.0) & (prob < LEARNED_TRUST)
+    dropped = int((veto & (prob >= STROKE)).sum())
+    prob[veto] = 0.0
+    added = glyphs & (learned > prob)
+    gained = int((added & (prob < STROKE)).sum())
+    overlay[added, 3] = 1.0
+    prob[added] = learned[added]
+    return [gained, dropped]
+
+
+def learned_model_inputs(rgb: np.ndarray, regions: list[np.ndarray], boxes: list[list[int]], segmenter) -> list:
+    """The arrays :func:`build_mask` runs the learned segmenter on, one per
+    line (what ``retouch bench`` times the bare network with)."""
+    crops = [line_crop(region, box)[0] for region, box in zip(regions, boxes)]
+    return [segmenter.model_input(rgb[sl], max(4.0, _line_height(region[sl])))[0]
+            for region, sl in zip(regions, crops)]
+
+
+def learned_strokes(crop: np.ndarray, region: np.ndarray, segmenter) -> np.ndarray:
+    """The learned segmenter's stroke probability over a line's crop, kept
+    within reach of the line's region (glyph tops and tails stand out of it)."""
+    height = max(4.0, _line_height(region))
+    prob = segmenter.probability(crop, height)
+    # the reach (the region grown around and along the line) varies on the scale
+    # of a line's height: computed on the region reduced to ~NEAR_PX per height
+    scale = min(1.0, NEAR_PX / height)
+    h, w = region.shape
+    small = cv2.resize(region.astype(np.uint8), (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_NEAREST)
+    if not small.any():
+        small = cv2.resize(region.astype(np.float32), small.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+        small = small.astype(np.uint8)
+    grow = max(1, int(round(LEARNED_REACH * height * scale)))
+    near = cv2.dilate(small, _disk(grow)) | cv2.dilate(small, _along(small > 0, int(round(EXTEND * height * scale)), grow))
+    near = cv2.resize(near, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return np.where(near, prob, 0.0).astype(np.float32)
 
 
 def _direction(region: np.ndarray) -> float:

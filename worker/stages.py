@@ -48,7 +48,8 @@ def detect(rgb: np.ndarray, detector, params: MaskParams, user_mask: np.ndarray 
         source = "user"
     else:
         confidence = detector.confidence(rgb)
-        result = build_mask(rgb, confidence, params, getattr(detector, "reader", None))
+        result = build_mask(rgb, confidence, params, getattr(detector, "reader", None),
+                            getattr(detector, "segmenter", None))
         source = "detector"
     stats = mask_stats(confidence, result)
     stats["source"] = source

@@ -17,6 +17,8 @@ import numpy as np
 
 from worker.detect.onnx import ModelNotFoundError, onnx_providers, onnx_session, shipped_model_path
 from worker.detect.recognize import LineReader
+from worker.strokes import WEIGHTS as STROKE_WEIGHTS
+from worker.strokes import StrokeSegmenter
 
 __all__ = ["LineReader", "ModelNotFoundError", "TextDetector", "onnx_providers", "shipped_model_path"]
 
@@ -38,14 +40,17 @@ class TextDetector:
     ``single_pass_pixels``: the largest enlarged image run in one pass;
     ``tile``: tile edge in model pixels (multiple of 32) beyond it; ``overlap``: tile overlap;
     ``verify``: read each found line back (``reader``, PP-OCRv4's recogniser) so that
-    regions that are not text (eyes, highlights) are not masked.
+    regions that are not text (eyes, highlights) are not masked;
+    ``strokes``: the learned stroke segmenter (``segmenter``, :mod:`worker.strokes`)
+    adds the glyphs of each found line that colour evidence misses.
     """
 
     name = "ppocrv4-det"
 
     def __init__(self, model_path: str | Path | None = None, device: str = "auto",
                  min_side: int = 736, max_scale: float = 4.0, tile: int = 1024, overlap: int = 128,
-                 threads: int = 0, single_pass_pixels: int = SINGLE_PASS_PIXELS, verify: bool = True):
+                 threads: int = 0, single_pass_pixels: int = SINGLE_PASS_PIXELS, verify: bool = True,
+                 strokes: bool = True):
         self.model_path = Path(model_path) if model_path else shipped_model_path()
         self.session = onnx_session(self.model_path, device, threads)
         self.providers = self.session.get_providers()
@@ -57,6 +62,7 @@ class TextDetector:
         self.overlap = overlap
         self.single_pass_pixels = single_pass_pixels
         self.reader = LineReader(device, threads) if verify else None
+        self.segmenter = StrokeSegmenter(STROKE_WEIGHTS, self.device) if strokes else None
 
     def confidence(self, rgb: np.ndarray) -> np.ndarray:
         """Per-pixel text probability, float32 HxW in [0, 1], for float32 HxWx3 RGB."""
