@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestration.local import restore
 from worker.io import read_image
-from worker.mask import MaskParams, text_regions
+from worker.mask import MaskParams, learned_model_inputs, text_regions
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.steps import mask_params
@@ -78,19 +78,25 @@ def _raw_detect(cache: ModelCache, images, repeats: int, params: MaskParams) -> 
     """Median seconds per input megapixel of the bare ONNX sessions on exactly
     the arrays the detect stage feeds them: the detector's (enlarged, tiled or
     not), and the detector's plus the line reader's (each found line's crop,
-    read back before it is masked). The floors the stage is measured against."""
+    read back before it is masked) and the stroke segmenter's (each line kept).
+    The floors the stage is measured against."""
     detector = cache.detector()
-    reader = detector.reader
-    feeds = []   # per image: (its megapixels, the detector's inputs, the reader's), prepared once
+    reader, segmenter = detector.reader, detector.segmenter
+    feeds = []   # per image: (megapixels, the detector's inputs, the reader's, the segmenter's), prepared once
     for img in images:
-        lines = []
+        lines, strokes = [], []
+        _, boxes, regions = text_regions(detector.confidence(img.rgb), params)
         if reader is not None:
-            _, boxes, regions = text_regions(detector.confidence(img.rgb), params)
             lines = reader.model_inputs(img.rgb, regions, boxes)
-        feeds.append((img.size[0] * img.size[1] / 1e6, detector.model_inputs(img.rgb), lines))
+            kept = [ok for ok, _ in reader.verdicts(img.rgb, regions, boxes)]
+            boxes = [b for b, k in zip(boxes, kept) if k]
+            regions = [r for r, k in zip(regions, kept) if k]
+        if segmenter is not None:
+            strokes = learned_model_inputs(img.rgb, regions, boxes, segmenter)
+        feeds.append((img.size[0] * img.size[1] / 1e6, detector.model_inputs(img.rgb), lines, strokes))
     per_mp, both_mp = [], []
     for _ in range(repeats):
-        for mp, inputs, lines in feeds:
+        for mp, inputs, lines, strokes in feeds:
             start = time.perf_counter()
             for x in inputs:
                 detector.run_session(x)
@@ -98,6 +104,8 @@ def _raw_detect(cache: ModelCache, images, repeats: int, params: MaskParams) -> 
             start = time.perf_counter()
             for x in lines:
                 reader.run_session(x)
+            for x in strokes:
+                segmenter.run(x)
             rec = time.perf_counter() - start
             per_mp.append(det / mp)
             both_mp.append((det + rec) / mp)
@@ -159,8 +167,9 @@ def run(args) -> int:
     if "detect_over_raw_onnx" in figures:
         print(f"  raw ONNX session {figures['raw_onnx_seconds_per_megapixel']:.3f} s per input megapixel (the model "
               f"alone, on the arrays the detect stage feeds it): detect / raw = {figures['detect_over_raw_onnx']:.2f}x")
-        print(f"  raw ONNX sessions with the line reader {figures['raw_onnx_with_reader_seconds_per_megapixel']:.3f} s "
-              f"per input megapixel (detector + recogniser on each line's crop): detect / raw = "
+        print(f"  raw model sessions with the line reader and stroke net "
+              f"{figures['raw_onnx_with_reader_seconds_per_megapixel']:.3f} s per input megapixel (detector + "
+              f"recogniser and stroke segmenter on each line's crop): detect / raw = "
               f"{figures['detect_over_raw_onnx_with_reader']:.2f}x")
     stages_mp = figures["seconds_per_megapixel"]
     if "postprocess" in stages_mp and "inpaint" in stages_mp:
