@@ -56,7 +56,7 @@ def test_bold_text_over_its_own_colour_is_found_by_shape(bold_cases, detector):
         truth_px += int(case.mask.sum())
     assert with_net / truth_px >= 0.95
     assert with_net / truth_px >= without / truth_px + 0.04
-    assert np.mean(beyond) <= 0.035   # 2.9% today
+    assert np.mean(beyond) <= 0.035   # 2.4% today
 
 
 def test_learned_strokes_stay_within_reach_of_the_line():

@@ -60,7 +60,7 @@ SECOND_LINE_DENSITY = 20.0  # ... this many times denser inside the line than ar
 ADJACENT = 0.5      # share of a second colour's pixels next to the main colour's, to count as overlay
 # the learned stroke segmenter (worker.strokes), per line:
 LEARNED_REACH = 0.25  # ... adds strokes within this many line heights of the line's region
-LEARNED_ADD = 0.5     # ... where its probability reaches this
+LEARNED_ADD = 0.7     # ... where its probability reaches this (0.5 filled 0.2-0.5% more beyond the text, for less PSNR)
 LEARNED_VETO = 0.2    # ... and drops opaque colour evidence where it is below this (photo, not glyph),
 LEARNED_NEAR = 1.0    # ... within this many line heights of the glyphs it found,
 LEARNED_TRUST = 0.9   # ... unless the colour evidence is this sure (a glyph the network reads poorly)
