@@ -23,12 +23,12 @@ from typing import Iterator
 
 from orchestration.storage import S3Url, Storage, StorageError, parse_url
 from worker.detect import TextDetector, shipped_model_path
-from worker.strokes import WEIGHTS as STROKE_WEIGHTS
-from worker.strokes import StrokeSegmenter
 from worker.errors import RetouchError
 from worker.pipeline import graph
 from worker.pipeline.lineage import causes, file_digest, weights_digest
 from worker.pipeline.plan import Plan
+from worker.strokes import WEIGHTS as STROKE_WEIGHTS
+from worker.strokes import StrokeSegmenter
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,6 @@ from tasks.canvas import with_plan
 from tasks.runtime import Runtime, runtime
 from worker import __version__
 from worker.detect import TextDetector, shipped_model_path
-from worker.strokes import WEIGHTS as STROKE_WEIGHTS
-from worker.strokes import StrokeSegmenter
 from worker.errors import RetouchError
 from worker.io import MIME, Image, decode, encode, format_name
 from worker.pipeline import graph
@@ -45,6 +43,8 @@ from worker.pipeline.artifacts import ARTIFACTS, IMAGE, PIXELS, Pixels
 from worker.pipeline.job import ImageJob, JobSchemaError
 from worker.pipeline.lineage import BUILTIN, file_digest, lineage, weights_digest
 from worker.pipeline.record import Context, build_record
+from worker.strokes import WEIGHTS as STROKE_WEIGHTS
+from worker.strokes import StrokeSegmenter
 
 log = logging.getLogger(__name__)
 

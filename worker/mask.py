@@ -615,7 +615,10 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     ``reader`` (``verdicts(rgb, regions, boxes) -> [(is_text, reading dict)]``, as
     :class:`worker.detect.recognize.LineReader`; None keeps every region) reads
     each region back; regions that do not read as text (a cat's eye: one
-    uncertain letter) are dropped and listed in ``result.rejected``."""
+    uncertain letter) are dropped and listed in ``result.rejected``.
+    ``segmenter`` (``probability(crop, height) -> HxW``, as
+    :class:`worker.strokes.StrokeSegmenter`; None: colour evidence only) reads
+    each kept line's glyphs by their shape (:func:`_with_learned`)."""
     union, boxes, regions = text_regions(confidence, params)
     rejected = []
     if reader is not None and regions:
