@@ -152,12 +152,12 @@ def sample(rng: np.random.Generator, photos: list[np.ndarray], font_names: list[
         return bg, np.zeros(bg.shape[:2], np.float32), np.ones(bg.shape[:2], np.float32)
     specs = caption(rng, bg, font_names)
     degraded, touched = degrade.overlay_text(bg, specs)
+    visible = np.abs(degraded - bg).max(axis=2) > 3 / 255
     if rng.random() < 0.3:    # a JPEG round trip, as most archive files have had
         quality = int(rng.integers(40, 95))
-        ok, buf = cv2.imencode(".jpg", (degraded[..., ::-1] * 255).round().astype(np.uint8),
+        _, buf = cv2.imencode(".jpg", (degraded[..., ::-1] * 255).round().astype(np.uint8),
                                [cv2.IMWRITE_JPEG_QUALITY, quality])
         degraded = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
-    visible = np.abs(degrade.overlay_text(bg, specs)[0] - bg).max(axis=2) > 3 / 255
     target = (touched & visible).astype(np.float32)
     weight = np.where(touched & ~visible, 0.0, 1.0).astype(np.float32)
     return np.ascontiguousarray(degraded), target, weight

@@ -11,7 +11,7 @@ from orchestration import train
 from orchestration.evaluate import dataset
 from worker import stages
 from worker.mask import MaskParams, learned_strokes
-from worker.strokes import WEIGHTS, StrokeSegmenter, default_segmenter
+from worker.strokes import WEIGHTS, StrokeSegmenter
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,7 @@ def _recall(mask: np.ndarray, truth: np.ndarray) -> float:
 def test_shipped_weights_load_safely_and_give_a_probability_map():
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
     assert all(v.dtype in (torch.float16, torch.int64) for v in state.values())
-    segmenter = default_segmenter()
-    assert segmenter is not None and segmenter is default_segmenter()
+    segmenter = StrokeSegmenter()
     crop = np.random.default_rng(0).random((50, 170, 3), dtype=np.float32)
     prob = segmenter.probability(crop, 20.0)
     assert prob.shape == (50, 170) and prob.dtype == np.float32
@@ -60,12 +59,12 @@ def test_bold_text_over_its_own_colour_is_found_by_shape(bold_cases, detector):
 
 
 def test_learned_strokes_stay_within_reach_of_the_line():
-    segmenter = default_segmenter()
+    segmenter = StrokeSegmenter()
     crop = np.full((120, 300, 3), 0.5, np.float32)
     crop[10:30, 20:280] = 1.0   # a white bar far from the line: not this line's strokes
     region = np.zeros((120, 300), bool)
     region[80:100, 100:200] = True
-    prob = learned_strokes(crop, region, segmenter)
+    prob = learned_strokes(crop, region, segmenter, 20.0)
     assert prob.shape == region.shape
     assert prob[:40].max() == 0.0
 

@@ -640,8 +640,9 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
         ov[opaque, 3] = 1.0  # no alpha estimate from the median: inpaint, never unblend
         np.maximum(p, local, out=p)
         if segmenter is not None:
-            fit.learned = _with_learned(p, ov, learned_strokes(rgb[sl], region[sl], segmenter),
-                                        max(2, int(round(LEARNED_NEAR * _line_height(region[sl])))))
+            height = max(4.0, _line_height(region[sl]))
+            fit.learned = _with_learned(p, ov, learned_strokes(rgb[sl], region[sl], segmenter, height),
+                                        max(2, int(round(LEARNED_NEAR * height))))
         view, oview = prob[sl], overlay[sl]
         stronger = p > view
         view[stronger] = p[stronger]
@@ -691,10 +692,10 @@ def learned_model_inputs(rgb: np.ndarray, regions: list[np.ndarray], boxes: list
             for region, sl in zip(regions, crops)]
 
 
-def learned_strokes(crop: np.ndarray, region: np.ndarray, segmenter) -> np.ndarray:
+def learned_strokes(crop: np.ndarray, region: np.ndarray, segmenter, height: float) -> np.ndarray:
     """The learned segmenter's stroke probability over a line's crop, kept
-    within reach of the line's region (glyph tops and tails stand out of it)."""
-    height = max(4.0, _line_height(region))
+    within reach of the line's region (glyph tops and tails stand out of it);
+    ``height``: the line's, from its region in the crop."""
     prob = segmenter.probability(crop, height)
     # the reach (the region grown around and along the line) varies on the scale
     # of a line's height: computed on the region reduced to ~NEAR_PX per height

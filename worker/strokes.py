@@ -107,14 +107,3 @@ class StrokeSegmenter:
         with torch.inference_mode():
             logits = self.net(torch.from_numpy(x).to(self.device))
         return torch.sigmoid(logits)[0, 0].float().cpu().numpy()
-
-
-_default: StrokeSegmenter | None = None
-
-
-def default_segmenter() -> StrokeSegmenter | None:
-    """The shipped segmenter, loaded once per process; None if its weights are absent."""
-    global _default
-    if _default is None and WEIGHTS.exists():
-        _default = StrokeSegmenter()
-    return _default
