@@ -67,6 +67,17 @@ LEARNED_TRUST = 0.9   # ... unless the colour evidence is this sure (a glyph the
 STROKE = 0.35         # (what counts as a stroke pixel in those figures: the default mask's cut)
 NEAR_PX = 12.0        # a line's reach is computed with its height reduced to this many px
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
+# lines the detector missed (grass, brick: DBNet does not fire on text over dense texture), found by the
+# learned segmenter over the whole image and read back (recover_lines):
+RECOVER_HEIGHTS = (16.0, 10.7, 7.1)  # ... at line heights of the image's short side over these
+RECOVER_MIN_HEIGHT = 16.0  # ... and never below this many px
+RECOVER_CUT = 0.5     # ... strokes where its probability reaches this,
+RECOVER_JOIN = 0.35   # ... joined into a line across gaps of this many line heights,
+RECOVER_STROKES = 0.15  # ... holding at least this many line heights squared of strokes,
+RECOVER_SHAPE = (0.4, 2.2, 1.8)  # ... as high as these many line heights (min, max), this many times as long,
+RECOVER_OVERLAP = 0.3  # ... outside the lines already found (at most this share inside),
+RECOVER_CHARS = 3     # ... read as this many characters or more
+RECOVER_SCORE = 0.6   # ... at this mean confidence (texture reads as 2-3 letters below 0.55)
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,8 @@ class MaskResult:
     lines; ``boxes``: [x, y, w, h] per region; ``strokes``: bool HxW;
     ``overlay``: float32 HxWx4 overlay estimate (colour, alpha) or None;
     ``lines``: what was found per line; ``rejected``: regions read back as not
-    text (box, reading, score)."""
+    text (box, reading, score); ``recovered``: lines the detector missed and
+    :func:`recover_lines` found (box, height, reading)."""
 
     soft: np.ndarray
     binary: np.ndarray
@@ -101,6 +113,7 @@ class MaskResult:
     overlay: np.ndarray | None = None
     lines: list[LineFit] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    recovered: list[dict] = field(default_factory=list)
 
 
 def _length(d: np.ndarray) -> np.ndarray:
@@ -608,7 +621,7 @@ def _segment_reduced(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, co
 
 
 def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, reader=None,
-               segmenter=None) -> MaskResult:
+               segmenter=None, recover: bool = True) -> MaskResult:
     """The stroke-following mask and overlay estimate for a confidence map (see
     the module docstring).
 
@@ -618,9 +631,12 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     uncertain letter) are dropped and listed in ``result.rejected``.
     ``segmenter`` (``probability(crop, height) -> HxW``, as
     :class:`worker.strokes.StrokeSegmenter`; None: colour evidence only) reads
-    each kept line's glyphs by their shape (:func:`_with_learned`)."""
+    each kept line's glyphs by their shape (:func:`_with_learned`). With both,
+    and ``recover``, lines the detector missed are looked for too
+    (:func:`recover_lines`) and segmented like the others."""
     union, boxes, regions = text_regions(confidence, params)
-    rejected = []
+    detected = union  # what recovery leaves alone: the detector's lines, read as text or not
+    rejected, recovered = [], []
     if reader is not None and regions:
         verdicts = reader.verdicts(rgb, regions, boxes)
         kept = [ok for ok, _ in verdicts]
@@ -628,10 +644,15 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
         boxes = [b for b, k in zip(boxes, kept) if k]
         regions = [g for g, k in zip(regions, kept) if k]
         union = np.logical_or.reduce(regions) if regions else np.zeros(confidence.shape, bool)
+    found = len(regions)  # the detector's lines; those after are recovered (their height is known)
+    if reader is not None and segmenter is not None and recover:
+        more, more_boxes, recovered = recover_lines(rgb, detected, segmenter, reader)
+        union = np.logical_or.reduce([union, *more])
+        regions, boxes = regions + more, boxes + more_boxes
     prob = np.zeros(confidence.shape, np.float32)
     overlay = np.zeros(confidence.shape + (4,), np.float32)
     lines = []
-    for region, box in zip(regions, boxes):
+    for index, (region, box) in enumerate(zip(regions, boxes)):
         sl, p, ov, fit = segment_line(rgb, region, union, confidence, box=box)
         lines.append(fit)
         local = median_evidence(rgb[sl], region[sl])
@@ -640,9 +661,9 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
         ov[opaque, 3] = 1.0  # no alpha estimate from the median: inpaint, never unblend
         np.maximum(p, local, out=p)
         if segmenter is not None:
-            height = max(4.0, _line_height(region[sl]))
-            fit.learned = _with_learned(p, ov, learned_strokes(rgb[sl], region[sl], segmenter, height),
-                                        max(2, int(round(LEARNED_NEAR * height))))
+            height = max(4.0, _line_height(region[sl]) if index < found else recovered[index - found]["height"])
+            learned = learned_strokes(rgb[sl], region[sl], segmenter, height)
+            fit.learned = _with_learned(p, ov, learned, max(2, int(round(LEARNED_NEAR * height))))
         view, oview = prob[sl], overlay[sl]
         stronger = p > view
         view[stronger] = p[stronger]
@@ -654,7 +675,73 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     result.overlay = overlay
     result.lines = lines
     result.rejected = rejected
+    result.recovered = recovered
     return result
+
+
+def recovery_heights(shape: tuple[int, ...]) -> list[float]:
+    """The line heights :func:`recover_lines` looks for in an image of this shape."""
+    short = min(shape[:2])
+    return sorted({round(max(RECOVER_MIN_HEIGHT, short / d), 1) for d in RECOVER_HEIGHTS})
+
+
+def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tuple[list, list, list[dict]]:
+    """Text lines the detector missed: the learned segmenter over the whole
+    image at a few line heights (:func:`recovery_heights`), its strokes joined
+    into line-shaped candidates outside ``known`` (bool HxW, the lines already
+    found), each kept when the reader reads it as RECOVER_CHARS+ characters
+    with RECOVER_SCORE confidence (stricter than a detected line's check: these
+    candidates come from a network that also fires on texture).
+
+    Returns (bool HxW regions, their [x, y, w, h] boxes, one record per line:
+    box, height, reading)."""
+    taken = known.copy()
+    regions, boxes, records = [], [], []
+    for height in recovery_heights(rgb.shape):
+        disk = _disk(max(1, int(RECOVER_JOIN * height)))
+        candidates = _line_candidates(segmenter.probability(rgb, height) >= RECOVER_CUT, height, taken)
+        if not candidates:
+            continue
+        verdicts = reader.verdicts(rgb, [r for r, _ in candidates], [b for _, b in candidates])
+        for (region, box), (_, reading) in zip(candidates, verdicts):
+            if len(reading["text"].strip()) < RECOVER_CHARS or reading["score"] < RECOVER_SCORE:
+                continue
+            # read with the margin the strokes were joined by; segmented within their closing
+            region = region & cv2.erode(region.astype(np.uint8), disk).astype(bool)
+            taken |= region
+            regions.append(region)
+            boxes.append(box)
+            records.append({"box": box, "height": height, **reading})
+    return regions, boxes, records
+
+
+def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
+    """Line-shaped groups of ``strokes`` (bool HxW) for lines ``height`` px
+    high, mostly outside ``taken``: (bool HxW region, [x, y, w, h]) each."""
+    joined = cv2.dilate(strokes.astype(np.uint8), _disk(max(1, int(RECOVER_JOIN * height))))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    low, high = (f * height for f in RECOVER_SHAPE[:2])
+    long = RECOVER_SHAPE[2]
+    out = []
+    for i in range(1, count):
+        x, y, w, h, area = stats[i]
+        if max(w, h) < long * low:
+            continue
+        comp = labels[y:y + h, x:x + w] == i
+        if (strokes[y:y + h, x:x + w] & comp).sum() < RECOVER_STROKES * height * height:
+            continue
+        ys, xs = np.nonzero(comp)
+        corners = cv2.boxPoints(cv2.minAreaRect(np.stack([xs, ys], 1).astype(np.float32)))
+        sides = sorted((corners[1] - corners[0], corners[2] - corners[1]), key=lambda v: float(v @ v))
+        across, along = (float(np.sqrt(v @ v)) for v in sides)
+        if not low <= across <= high or along < long * across or abs(sides[1][1]) > abs(sides[1][0]):
+            continue  # not a line's shape, or steeper than 45 degrees (captions; the network saw up to 35)
+        if (taken[y:y + h, x:x + w] & comp).sum() > RECOVER_OVERLAP * area:
+            continue
+        region = np.zeros(strokes.shape, bool)
+        region[y:y + h, x:x + w] = comp
+        out.append((region, [int(x), int(y), int(w), int(h)]))
+    return out
 
 
 def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, reach: int) -> list[int]:
@@ -682,14 +769,6 @@ def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, re
     overlay[added, 3] = 1.0
     prob[added] = learned[added]
     return [gained, dropped]
-
-
-def learned_model_inputs(rgb: np.ndarray, regions: list[np.ndarray], boxes: list[list[int]], segmenter) -> list:
-    """The arrays :func:`build_mask` runs the learned segmenter on, one per
-    line (what ``retouch bench`` times the bare network with)."""
-    crops = [line_crop(region, box)[0] for region, box in zip(regions, boxes)]
-    return [segmenter.model_input(rgb[sl], max(4.0, _line_height(region[sl])))[0]
-            for region, sl in zip(regions, crops)]
 
 
 def learned_strokes(crop: np.ndarray, region: np.ndarray, segmenter, height: float) -> np.ndarray:
@@ -920,6 +999,7 @@ def mask_stats(confidence: np.ndarray, result: MaskResult) -> dict:
         "stroke_width": round(width, 2),
         "lines": [line.to_dict() for line in result.lines],
         "rejected": result.rejected,
+        "recovered": result.recovered,
     }
 
 

@@ -49,7 +49,7 @@ def detect(rgb: np.ndarray, detector, params: MaskParams, user_mask: np.ndarray 
     else:
         confidence = detector.confidence(rgb)
         result = build_mask(rgb, confidence, params, getattr(detector, "reader", None),
-                            getattr(detector, "segmenter", None))
+                            getattr(detector, "segmenter", None), getattr(detector, "recover", True))
         source = "detector"
     stats = mask_stats(confidence, result)
     stats["source"] = source

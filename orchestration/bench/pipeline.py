@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestration.local import restore
 from worker.io import read_image
-from worker.mask import MaskParams, learned_model_inputs, text_regions
+from worker.mask import MaskParams, build_mask
 from worker.pipeline.cache import ModelCache
 from worker.pipeline.plan import Plan
 from worker.pipeline.steps import mask_params
@@ -74,26 +74,37 @@ def machine(device: str = "cpu") -> dict:
     }
 
 
+class _Fed:
+    """The line reader and the stroke segmenter as the mask calls them, keeping
+    the arrays their bare sessions run on (``lines``, ``strokes``)."""
+
+    def __init__(self, reader, segmenter):
+        self.reader, self.segmenter, self.lines, self.strokes = reader, segmenter, [], []
+
+    def verdicts(self, rgb, regions, boxes=None):
+        self.lines.extend(self.reader.model_inputs(rgb, regions, boxes))
+        return self.reader.verdicts(rgb, regions, boxes)
+
+    def probability(self, crop, height):
+        self.strokes.append(self.segmenter.model_input(crop, height)[0])
+        return self.segmenter.probability(crop, height)
+
+
 def _raw_detect(cache: ModelCache, images, repeats: int, params: MaskParams) -> tuple[float, float]:
-    """Median seconds per input megapixel of the bare ONNX sessions on exactly
+    """Median seconds per input megapixel of the bare model sessions on exactly
     the arrays the detect stage feeds them: the detector's (enlarged, tiled or
-    not), and the detector's plus the line reader's (each found line's crop,
-    read back before it is masked) and the stroke segmenter's (each line kept).
-    The floors the stage is measured against."""
+    not), and the detector's plus those of the models the mask calls: the line
+    reader's (each found line's crop, read back before it is masked, and each
+    recovered line's) and the stroke segmenter's (each line kept, and the whole
+    image at the heights recovery looks at). The floors the stage is measured against."""
     detector = cache.detector()
     reader, segmenter = detector.reader, detector.segmenter
     feeds = []   # per image: (megapixels, the detector's inputs, the reader's, the segmenter's), prepared once
     for img in images:
-        lines, strokes = [], []
-        _, boxes, regions = text_regions(detector.confidence(img.rgb), params)
-        if reader is not None:
-            lines = reader.model_inputs(img.rgb, regions, boxes)
-            kept = [ok for ok, _ in reader.verdicts(img.rgb, regions, boxes)]
-            boxes = [b for b, k in zip(boxes, kept) if k]
-            regions = [r for r, k in zip(regions, kept) if k]
-        if segmenter is not None:
-            strokes = learned_model_inputs(img.rgb, regions, boxes, segmenter)
-        feeds.append((img.size[0] * img.size[1] / 1e6, detector.model_inputs(img.rgb), lines, strokes))
+        fed = _Fed(reader, segmenter)
+        build_mask(img.rgb, detector.confidence(img.rgb), params, fed if reader else None,
+                   fed if segmenter else None, detector.recover)
+        feeds.append((img.size[0] * img.size[1] / 1e6, detector.model_inputs(img.rgb), fed.lines, fed.strokes))
     per_mp, both_mp = [], []
     for _ in range(repeats):
         for mp, inputs, lines, strokes in feeds:

@@ -42,7 +42,9 @@ class TextDetector:
     ``verify``: read each found line back (``reader``, PP-OCRv4's recogniser) so that
     regions that are not text (eyes, highlights) are not masked;
     ``strokes``: the learned stroke segmenter (``segmenter``, :mod:`worker.strokes`)
-    adds the glyphs of each found line that colour evidence misses.
+    adds the glyphs of each found line that colour evidence misses;
+    ``recover``: with both, lines DBNet missed are looked for with the segmenter
+    over the whole image and read back (:func:`worker.mask.recover_lines`).
     """
 
     name = "ppocrv4-det"
@@ -50,7 +52,7 @@ class TextDetector:
     def __init__(self, model_path: str | Path | None = None, device: str = "auto",
                  min_side: int = 736, max_scale: float = 4.0, tile: int = 1024, overlap: int = 128,
                  threads: int = 0, single_pass_pixels: int = SINGLE_PASS_PIXELS, verify: bool = True,
-                 strokes: bool = True):
+                 strokes: bool = True, recover: bool = True):
         self.model_path = Path(model_path) if model_path else shipped_model_path()
         self.session = onnx_session(self.model_path, device, threads)
         self.providers = self.session.get_providers()
@@ -63,6 +65,7 @@ class TextDetector:
         self.single_pass_pixels = single_pass_pixels
         self.reader = LineReader(device, threads) if verify else None
         self.segmenter = StrokeSegmenter(STROKE_WEIGHTS, self.device) if strokes else None
+        self.recover = recover
 
     def confidence(self, rgb: np.ndarray) -> np.ndarray:
         """Per-pixel text probability, float32 HxW in [0, 1], for float32 HxWx3 RGB."""

@@ -62,8 +62,9 @@ STAGES: list[Stage] = [
           heavy=True, applies=op("remove-text"),
           description="text confidence map (DBNet), the stroke-following soft mask and the overlay's "
                       "colour and alpha",
-          code_version="3"),  # 2: lines read back by the recogniser (regions that are not text left alone);
-                              # 3: the learned stroke segmenter adds the glyphs colour evidence misses
+          code_version="4"),  # 2: lines read back by the recogniser (regions that are not text left alone);
+                              # 3: the learned stroke segmenter adds the glyphs colour evidence misses;
+                              # 4: lines the detector missed, recovered by the segmenter and read back
     Stage("watermark", watermark, consumes=(PIXELS, "confidence", "mask", "region", "overlay"),
           produces=("confidence", "mask", "region", "overlay", "unblend_limit"), heavy=True,
           applies=op("remove-text"),
