@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from worker import shadow
+from worker.strokes import LINE_PX
 
 
 
@@ -695,19 +696,28 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
 
     Returns (bool HxW regions, their [x, y, w, h] boxes, one record per line:
     box, height, reading)."""
+    h, w = rgb.shape[:2]
     taken = known.copy()
     regions, boxes, records = [], [], []
     for height in recovery_heights(rgb.shape):
-        disk = _disk(max(1, int(RECOVER_JOIN * height)))
-        candidates = _line_candidates(segmenter.probability(rgb, height) >= RECOVER_CUT, height, taken)
+        # candidates are found at the network's scale (LINE_PX per line height), then enlarged back
+        x, (sh, sw) = segmenter.model_input(rgb, height)
+        strokes = segmenter.run(x)[:sh, :sw] >= RECOVER_CUT
+        small = cv2.resize(taken.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        candidates = _line_candidates(strokes, LINE_PX, small)
         if not candidates:
             continue
-        verdicts = reader.verdicts(rgb, [r for r, _ in candidates], [b for _, b in candidates])
-        for (region, box), (_, reading) in zip(candidates, verdicts):
+        enlarged = [cv2.resize(c.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                    for c in candidates]
+        found = [list(cv2.boundingRect(c.astype(np.uint8))) for c in enlarged]
+        verdicts = reader.verdicts(rgb, enlarged, found)
+        disk = _disk(max(1, int(RECOVER_JOIN * LINE_PX)))
+        for candidate, box, (_, reading) in zip(candidates, found, verdicts):
             if len(reading["text"].strip()) < RECOVER_CHARS or reading["score"] < RECOVER_SCORE:
                 continue
             # read with the margin the strokes were joined by; segmented within their closing
-            region = region & cv2.erode(region.astype(np.uint8), disk).astype(bool)
+            closed = candidate & cv2.erode(candidate.astype(np.uint8), disk).astype(bool)
+            region = cv2.resize(closed.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
             taken |= region
             regions.append(region)
             boxes.append(box)
@@ -715,9 +725,9 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
     return regions, boxes, records
 
 
-def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
+def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> list[np.ndarray]:
     """Line-shaped groups of ``strokes`` (bool HxW) for lines ``height`` px
-    high, mostly outside ``taken``: (bool HxW region, [x, y, w, h]) each."""
+    high, mostly outside ``taken``: a bool HxW region each."""
     joined = cv2.dilate(strokes.astype(np.uint8), _disk(max(1, int(RECOVER_JOIN * height))))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     low, high = (f * height for f in RECOVER_SHAPE[:2])
@@ -740,7 +750,7 @@ def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> l
             continue
         region = np.zeros(strokes.shape, bool)
         region[y:y + h, x:x + w] = comp
-        out.append((region, [int(x), int(y), int(w), int(h)]))
+        out.append(region)
     return out
 
 

@@ -89,6 +89,13 @@ class _Fed:
         self.strokes.append(self.segmenter.model_input(crop, height)[0])
         return self.segmenter.probability(crop, height)
 
+    def model_input(self, crop, height):
+        return self.segmenter.model_input(crop, height)
+
+    def run(self, x):
+        self.strokes.append(x)
+        return self.segmenter.run(x)
+
 
 def _raw_detect(cache: ModelCache, images, repeats: int, params: MaskParams) -> tuple[float, float]:
     """Median seconds per input megapixel of the bare model sessions on exactly
@@ -180,7 +187,8 @@ def run(args) -> int:
               f"alone, on the arrays the detect stage feeds it): detect / raw = {figures['detect_over_raw_onnx']:.2f}x")
         print(f"  raw model sessions with the line reader and stroke net "
               f"{figures['raw_onnx_with_reader_seconds_per_megapixel']:.3f} s per input megapixel (detector + "
-              f"recogniser and stroke segmenter on each line's crop): detect / raw = "
+              f"recogniser and stroke segmenter on each line's crop, and recovery's whole-image passes): "
+              f"detect / raw = "
               f"{figures['detect_over_raw_onnx_with_reader']:.2f}x")
     stages_mp = figures["seconds_per_megapixel"]
     if "postprocess" in stages_mp and "inpaint" in stages_mp:
