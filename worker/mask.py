@@ -76,7 +76,7 @@ RECOVER_CUT = 0.5     # ... strokes where its probability reaches this,
 RECOVER_JOIN = 0.35   # ... joined into a line across gaps of this many line heights,
 RECOVER_STROKES = 0.15  # ... holding at least this many line heights squared of strokes,
 RECOVER_SHAPE = (0.4, 2.2, 1.8)  # ... as high as these many line heights (min, max), this many times as long,
-RECOVER_OVERLAP = 0.3  # ... outside the lines already found (at most this share inside),
+RECOVER_OVERLAP = 0.3  # ... outside the lines already found (at most this share of its strokes inside),
 RECOVER_CHARS = 3     # ... read as this many characters or more
 RECOVER_SCORE = 0.6   # ... at this mean confidence (texture reads as 2-3 letters below 0.55)
 
@@ -738,7 +738,8 @@ def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> l
         if max(w, h) < long * low:
             continue
         comp = labels[y:y + h, x:x + w] == i
-        if (strokes[y:y + h, x:x + w] & comp).sum() < RECOVER_STROKES * height * height:
+        mine = strokes[y:y + h, x:x + w] & comp
+        if mine.sum() < RECOVER_STROKES * height * height:
             continue
         ys, xs = np.nonzero(comp)
         corners = cv2.boxPoints(cv2.minAreaRect(np.stack([xs, ys], 1).astype(np.float32)))
@@ -746,8 +747,8 @@ def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> l
         across, along = (float(np.sqrt(v @ v)) for v in sides)
         if not low <= across <= high or along < long * across or abs(sides[1][1]) > abs(sides[1][0]):
             continue  # not a line's shape, or steeper than 45 degrees (captions; the network saw up to 35)
-        if (taken[y:y + h, x:x + w] & comp).sum() > RECOVER_OVERLAP * area:
-            continue
+        if (taken[y:y + h, x:x + w] & mine).sum() > RECOVER_OVERLAP * mine.sum():
+            continue  # a line already found (its strokes inside it), seen again at another height
         region = np.zeros(strokes.shape, bool)
         region[y:y + h, x:x + w] = comp
         out.append(region)
