@@ -76,7 +76,7 @@ RECOVER_CUT = 0.5     # ... strokes where its probability reaches this,
 RECOVER_JOIN = 0.35   # ... joined into a line across gaps of this many line heights,
 RECOVER_STROKES = 0.15  # ... holding at least this many line heights squared of strokes,
 RECOVER_SHAPE = (0.4, 2.2, 1.8)  # ... as high as these many line heights (min, max), this many times as long,
-RECOVER_OVERLAP = 0.3  # ... outside the lines already found (at most this share of its strokes inside),
+RECOVER_DEPTH = 0.25  # ... as many outside the lines already found, in parts this many line heights deep
 RECOVER_CHARS = 3     # ... read as this many characters or more
 RECOVER_SCORE = 0.6   # ... at this mean confidence (texture reads as 2-3 letters below 0.55)
 
@@ -687,12 +687,15 @@ def recovery_heights(shape: tuple[int, ...]) -> list[float]:
 
 
 def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tuple[list, list, list[dict]]:
-    """Text lines the detector missed: the learned segmenter over the whole
-    image at a few line heights (:func:`recovery_heights`), its strokes joined
-    into line-shaped candidates outside ``known`` (bool HxW, the lines already
-    found), each kept when the reader reads it as RECOVER_CHARS+ characters
-    with RECOVER_SCORE confidence (stricter than a detected line's check: these
-    candidates come from a network that also fires on texture).
+    """Text the detector missed: the learned segmenter over the whole image at
+    a few line heights (:func:`recovery_heights`), its strokes joined into
+    line-shaped candidates with strokes outside ``known`` (bool HxW, the lines
+    already found), each kept when the reader reads it as RECOVER_CHARS+
+    characters with RECOVER_SCORE confidence (stricter than a detected line's
+    check: these candidates come from a network that also fires on texture).
+    What a kept candidate adds is its part outside ``known``, where that part
+    holds strokes and is more than a strip along a found line: a whole line
+    DBNet missed, or a word it left out of one ("only" of "preview only 333").
 
     Returns (bool HxW regions, their [x, y, w, h] boxes, one record per line:
     box, height, reading)."""
@@ -717,17 +720,37 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
                 continue
             # read with the margin the strokes were joined by; segmented within their closing
             closed = candidate & cv2.erode(candidate.astype(np.uint8), disk).astype(bool)
+            closed = _with_strokes(closed & ~small, strokes)  # the parts the detector missed ("only" of "preview only 333")
+            if not closed.any():
+                continue
             region = cv2.resize(closed.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            region &= ~taken
             taken |= region
+            small |= closed
             regions.append(region)
             boxes.append(box)
             records.append({"box": box, "height": height, **reading})
     return regions, boxes, records
 
 
+def _with_strokes(region: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """The parts of ``region`` (bool, at the network's scale) holding at least
+    RECOVER_STROKES line heights squared of ``strokes``: a found line's margin
+    holds a few."""
+    count, labels = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return region
+    held = np.bincount(labels[strokes & region], minlength=count)
+    depth = np.zeros(count, np.float32)  # how far each part reaches inside itself: a margin is a thin strip
+    np.maximum.at(depth, labels.ravel(), cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).ravel())
+    keep = (held >= RECOVER_STROKES * LINE_PX * LINE_PX) & (depth >= RECOVER_DEPTH * LINE_PX)
+    keep[0] = False
+    return keep[labels]
+
+
 def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> list[np.ndarray]:
     """Line-shaped groups of ``strokes`` (bool HxW) for lines ``height`` px
-    high, mostly outside ``taken``: a bool HxW region each."""
+    high with enough strokes outside ``taken``: a bool HxW region each."""
     joined = cv2.dilate(strokes.astype(np.uint8), _disk(max(1, int(RECOVER_JOIN * height))))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     low, high = (f * height for f in RECOVER_SHAPE[:2])
@@ -738,17 +761,14 @@ def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> l
         if max(w, h) < long * low:
             continue
         comp = labels[y:y + h, x:x + w] == i
-        mine = strokes[y:y + h, x:x + w] & comp
-        if mine.sum() < RECOVER_STROKES * height * height:
-            continue
+        if (strokes[y:y + h, x:x + w] & comp & ~taken[y:y + h, x:x + w]).sum() < RECOVER_STROKES * height * height:
+            continue  # too few strokes, or a line already found (its strokes inside it) seen again
         ys, xs = np.nonzero(comp)
         corners = cv2.boxPoints(cv2.minAreaRect(np.stack([xs, ys], 1).astype(np.float32)))
         sides = sorted((corners[1] - corners[0], corners[2] - corners[1]), key=lambda v: float(v @ v))
         across, along = (float(np.sqrt(v @ v)) for v in sides)
         if not low <= across <= high or along < long * across or abs(sides[1][1]) > abs(sides[1][0]):
             continue  # not a line's shape, or steeper than 45 degrees (captions; the network saw up to 35)
-        if (taken[y:y + h, x:x + w] & mine).sum() > RECOVER_OVERLAP * mine.sum():
-            continue  # a line already found (its strokes inside it), seen again at another height
         region = np.zeros(strokes.shape, bool)
         region[y:y + h, x:x + w] = comp
         out.append(region)
