@@ -109,7 +109,7 @@ def test_lines_the_detector_misses_are_recovered(wide_photos, detector):
         detector.recover = True
     found = stages.detect(case.degraded, detector, params)
     assert _recall(missed.binary, case.mask) < 0.05
-    assert _recall(found.binary, case.mask) >= 0.4   # 0.55 today
+    assert _recall(found.binary, case.mask) >= 0.4   # 0.46 today
     assert float((found.binary & ~case.mask).mean()) <= 0.01
     recovered = found.stats["recovered"]
     assert recovered and all(len(r["text"].strip()) >= 3 and r["score"] >= 0.6 for r in recovered)
