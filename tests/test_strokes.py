@@ -3,6 +3,7 @@ against the true overlay mask, and its training entry point."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -123,3 +124,28 @@ def test_recovery_finds_nothing_in_photos_without_text(wide_photos, detector):
     for photo in wide_photos:
         stats = stages.detect(photo.rgb, detector, MaskParams()).stats
         assert not stats["recovered"], (photo.name, stats["recovered"])
+
+
+def test_recovery_adds_no_photo_beside_found_lines(detector):
+    """On larger photos the segmenter's strokes at the largest height spread
+    from a caption into the photo beside it (fur under chelsea's caption read
+    with it as one line). Only parts that read as text by themselves are
+    added: recovery leaves every case's false area within 0.3% of the image
+    of the detector's own (today at most +0.11%, where it recovers
+    motorcycle's "Agency 0240"; without the check: chelsea 1.04% -> 1.97%)."""
+    photos = dataset.load_photos(dataset.BUNDLED, max_side=1000)
+    enlarged = [dataset.Photo(p.name, np.clip(cv2.resize(p.rgb, None, fx=1000 / max(p.rgb.shape[:2]),
+                                                          fy=1000 / max(p.rgb.shape[:2]),
+                                                          interpolation=cv2.INTER_CUBIC), 0, 1))
+                for p in photos]
+    params = MaskParams()
+    for case in dataset.build_cases(enlarged, ["remove-text"], 0, ["text"]):
+        detector.recover = False
+        try:
+            plain = stages.detect(case.degraded, detector, params).binary
+        finally:
+            detector.recover = True
+        found = stages.detect(case.degraded, detector, params).binary
+        beyond = float((found & ~case.mask).mean()) - float((plain & ~case.mask).mean())
+        assert beyond <= 0.003, (case.id, beyond)
+        assert _recall(found, case.mask) >= _recall(plain, case.mask) - 0.005, case.id
