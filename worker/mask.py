@@ -695,7 +695,8 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
     check: these candidates come from a network that also fires on texture).
     What a kept candidate adds is its part outside ``known``, where that part
     holds strokes and is more than a strip along a found line: a whole line
-    DBNet missed, or a word it left out of one ("only" of "preview only 333").
+    DBNet missed, or a word it left out of one, which must then read as text
+    by itself.
 
     Returns (bool HxW regions, their [x, y, w, h] boxes, one record per line:
     box, height, reading)."""
@@ -722,10 +723,10 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
             closed = candidate & cv2.erode(candidate.astype(np.uint8), disk).astype(bool)
             parts = _parts_with_strokes(closed & ~small, strokes)  # what the detector missed
             if (closed & small).any() and parts:
-                # beside a found line, each part must read as text itself (as a found line is checked, at
-                # RECOVER_SCORE): a word or digits left out ("only" of "preview only 333", the "09" at
-                # the edge of retina's "Agency 09"), not the glove or rocket fin the network also took in
-                # "MUSEUM" above the fur must not be read as part of the fur: found lines are greyed out
+                # beside a found line, each part must read as text by itself (the rule for a found line,
+                # at RECOVER_SCORE): a word left out ("only" of "preview only 333"), not the glove, the
+                # rocket's fin or the fur the network's blob also took in. The found lines are greyed
+                # out so that "Museum" above the fur is not read as part of it
                 alone = np.where(taken[..., None], np.float32(0.5), rgb)
                 wide = [cv2.resize(p.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for p in parts]
                 readings = reader.verdicts(alone, [p.astype(bool) for p in wide], [list(cv2.boundingRect(p)) for p in wide])
