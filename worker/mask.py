@@ -79,6 +79,7 @@ RECOVER_SHAPE = (0.4, 2.2, 1.8)  # ... as high as these many line heights (min, 
 RECOVER_DEPTH = 0.25  # ... as many outside the lines already found, in parts this many line heights deep
 RECOVER_CHARS = 3     # ... read as this many characters or more
 RECOVER_SCORE = 0.6   # ... at this mean confidence (texture reads as 2-3 letters below 0.55)
+RECOVER_AGREE = 0.45  # ... and beyond it, colour evidence is kept only where this share of its strokes inside is glyph
 
 
 @dataclass(frozen=True)
@@ -662,9 +663,11 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
         ov[opaque, 3] = 1.0  # no alpha estimate from the median: inpaint, never unblend
         np.maximum(p, local, out=p)
         if segmenter is not None:
-            height = max(4.0, _line_height(region[sl]) if index < found else recovered[index - found]["height"])
+            by_detector = index < found
+            height = max(4.0, _line_height(region[sl]) if by_detector else recovered[index - found]["height"])
             learned = learned_strokes(rgb[sl], region[sl], segmenter, height)
-            fit.learned = _with_learned(p, ov, learned, max(2, int(round(LEARNED_NEAR * height))))
+            beyond = None if by_detector else _unsupported_beyond(p, learned, region[sl], line_crop(region, box)[2])
+            fit.learned = _with_learned(p, ov, learned, max(2, int(round(LEARNED_NEAR * height))), beyond)
         view, oview = prob[sl], overlay[sl]
         stronger = p > view
         view[stronger] = p[stronger]
@@ -789,7 +792,24 @@ def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> l
     return out
 
 
-def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, reach: int) -> list[int]:
+def _unsupported_beyond(prob: np.ndarray, learned: np.ndarray, region: np.ndarray, grow: int) -> np.ndarray | None:
+    """For a recovered line (the segmenter's find): outside its region, grown
+    by ``grow``, when its colour evidence inside disagrees with the segmenter
+    (under RECOVER_AGREE of its strokes where the segmenter sees a glyph):
+    the colour fit found something other than the glyphs the line was
+    recovered from (a white ring mark over a black collar: fitted black), and
+    beyond the line's ends it would take in more of that (the dark suit
+    beside it). None where the two agree (pale captions over grass: the
+    letters past the segmenter's reach are found by their colour)."""
+    inside = cv2.dilate(region.astype(np.uint8), _disk(grow)).astype(bool)
+    strokes = inside & (prob >= STROKE)
+    if not strokes.any() or float((learned[strokes] >= LEARNED_VETO).mean()) >= RECOVER_AGREE:
+        return None
+    return ~inside
+
+
+def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, reach: int,
+                  beyond: np.ndarray | None = None) -> list[int]:
     """Merge a line's learned stroke probability into its colour evidence
     ``prob`` and overlay estimate (in place); returns how many pixels it
     added and dropped.
@@ -800,6 +820,9 @@ def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, re
     network calls background next to the glyphs it found (within ``reach``
     px) is dropped unless the colour evidence is near certain; where the
     network sees no glyph at all (a low-contrast hue on wood), it has no say.
+    ``beyond`` (bool, None: nowhere): where it has the last word, near its
+    glyphs or not and however sure the colour evidence (outside a line the
+    network itself found).
     Where it finds a glyph the colour evidence missed, it is added, as opaque
     (it is a shape, not a blend fit: inpainted, never unblended). A
     semi-transparent fit stays as it is: its alpha is what lets the unblend
@@ -807,6 +830,8 @@ def _with_learned(prob: np.ndarray, overlay: np.ndarray, learned: np.ndarray, re
     glyphs = learned >= LEARNED_ADD
     near = cv2.distanceTransform((~glyphs).astype(np.uint8), cv2.DIST_L2, 3) <= reach  # no glyph: none near
     veto = near & (learned < LEARNED_VETO) & (overlay[..., 3] >= 1.0) & (prob < LEARNED_TRUST)
+    if beyond is not None:
+        veto |= beyond & (learned < LEARNED_VETO) & (overlay[..., 3] >= 1.0)
     dropped = int((veto & (prob >= STROKE)).sum())
     prob[veto] = 0.0
     added = glyphs & (learned > prob)
