@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from worker import shadow
+from worker.geometry import min_area_rect
 from worker.strokes import LINE_PX
 
 
@@ -780,8 +781,7 @@ def _line_candidates(strokes: np.ndarray, height: float, taken: np.ndarray) -> l
         comp = labels[y:y + h, x:x + w] == i
         if (strokes[y:y + h, x:x + w] & comp & ~taken[y:y + h, x:x + w]).sum() < RECOVER_STROKES * height * height:
             continue  # too few strokes, or a line already found (its strokes inside it) seen again
-        ys, xs = np.nonzero(comp)
-        corners = cv2.boxPoints(cv2.minAreaRect(np.stack([xs, ys], 1).astype(np.float32)))
+        corners = cv2.boxPoints(min_area_rect(comp))
         sides = sorted((corners[1] - corners[0], corners[2] - corners[1]), key=lambda v: float(v @ v))
         across, along = (float(np.sqrt(v @ v)) for v in sides)
         if not low <= across <= high or along < long * across or abs(sides[1][1]) > abs(sides[1][0]):
@@ -863,8 +863,7 @@ def learned_strokes(crop: np.ndarray, region: np.ndarray, segmenter, height: flo
 
 def _direction(region: np.ndarray) -> float:
     """The main direction of a text line's region, radians (image x right, y down)."""
-    pts = np.column_stack(np.nonzero(region)[::-1]).astype(np.float32)
-    (_, _), (rw, rh), angle = cv2.minAreaRect(pts)
+    (_, _), (rw, rh), angle = min_area_rect(region)
     return float(np.radians(angle + 90.0 if rh > rw else angle))
 
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from worker.detect.onnx import onnx_session, shipped_model_path
+from worker.geometry import min_area_rect
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,7 @@ def line_crop(rgb: np.ndarray, region: np.ndarray, box: list[int] | None = None)
     trained on). ``box``: the region's [x, y, w, h] when known (saves a search
     of the whole image)."""
     bx, by = (box[0], box[1]) if box else (0, 0)
-    ys, xs = np.nonzero(region[by:by + box[3], bx:bx + box[2]] if box else region)
-    points = np.stack([xs + bx, ys + by], axis=1).astype(np.float32)
-    rect = cv2.minAreaRect(points)
+    rect = min_area_rect(region[by:by + box[3], bx:bx + box[2]] if box else region, (bx, by))
     (cx, cy), (w, h), angle = rect
     if h > w:
         w, h, angle = h, w, angle + 90.0

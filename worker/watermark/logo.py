@@ -38,6 +38,7 @@ import logging
 import cv2
 import numpy as np
 
+from worker.geometry import min_area_rect
 from worker.watermark.marks import Marks
 from worker.watermark.template import ALPHA_FLOOR
 
@@ -258,8 +259,7 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
         overlay = np.zeros((h, w, 4), np.float32)
         overlay[y0:y1, x0:x1, :3] = colour
         overlay[y0:y1, x0:x1, 3] = alpha
-        ys, xs = np.nonzero(alpha)
-        (cx, cy), (rw, rh), angle = cv2.minAreaRect(np.column_stack([xs, ys]).astype(np.float32))
+        (cx, cy), (rw, rh), angle = min_area_rect(alpha > 0)
         if rw < rh:
             angle -= 90.0
         # alpha: what the overlay hands on (1: filled); opacity: the estimate
