@@ -80,18 +80,28 @@ def legible(rgb: np.ndarray, specs: list[TextSpec]) -> list[TextSpec]:
     from dataclasses import replace
 
     out = []
-    h, w = rgb.shape[:2]
-    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
     for spec in specs:
-        x, y = spec.xy
-        box = luma[max(0, y):min(h, y + int(spec.size * 1.3)), max(0, x):min(w, x + int(spec.size * 0.62 * len(spec.text)))]
-        background = float(box.mean()) if box.size else 0.5
+        background = ground_luma(rgb, spec)
         c = np.asarray(spec.colour, np.float32)
         light = c.mean() > 127
         if light == (background > 0.5):
             c = 255.0 - c
         out.append(replace(spec, colour=tuple(int(v) for v in c)))
     return out
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of float RGB in [0, 1] (any leading shape)."""
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def ground_luma(rgb: np.ndarray, spec: TextSpec) -> float:
+    """The mean luma (0-1) of the photo under the box ``spec``'s text will
+    roughly cover (0.5 where that box lies outside the photo)."""
+    h, w = rgb.shape[:2]
+    x, y = spec.xy
+    box = rgb[max(0, y):min(h, y + int(spec.size * 1.3)), max(0, x):min(w, x + int(spec.size * 0.62 * len(spec.text)))]
+    return float(luma(box).mean()) if box.size else 0.5
 
 
 def render_text_layer(width: int, height: int, specs: list[TextSpec]) -> tuple[np.ndarray, np.ndarray]:

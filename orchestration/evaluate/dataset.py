@@ -41,6 +41,7 @@ TEXT_KINDS = ("text", "watermark", "logo")
 HARD_TEXT_KINDS = ("text-bold", "text-outline", "text-shadow", "text-overlap", "text-alpha", "text-photo-colour",
                    "text-rotated")
 UPSCALE_KINDS = ("x2", "x4")
+PHOTO_COLOUR_CONTRAST = 0.2   # text-photo-colour: luma between the caption's colour and the ground under it
 
 
 @dataclass
@@ -189,16 +190,30 @@ def hard_text_specs(rgb: np.ndarray, kind: str, rng: np.random.Generator) -> lis
     if kind == "text-alpha":
         return [replace(s, opacity=float(rng.uniform(0.3, 1.0))) for s in specs]
     if kind == "text-photo-colour":
-        # the caption's colour is taken from the photo itself, somewhere else in it
-        out = []
-        for s in specs:
-            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
-            out.append(replace(s, colour=tuple(int(round(c * 255)) for c in rgb[y, x])))
-        return out
+        # the caption's colour is taken from the photo itself, somewhere else in it, and as for
+        # every other kind it is one a reader can see over the ground under the caption
+        return [replace(s, colour=_photo_colour(rgb, s, rng)) for s in specs]
     if kind == "text-rotated":
         return [replace(s, angle=float(rng.uniform(-35, 35)), size=int(s.size * rng.uniform(0.8, 1.5)))
                 for s in specs]
     raise EvalError(f"unknown hard text kind {kind!r}")
+
+
+def _photo_colour(rgb: np.ndarray, spec: degrade.TextSpec, rng: np.random.Generator,
+                  tries: int = 256) -> tuple[int, int, int]:
+    """A colour of a pixel of ``rgb`` that a reader can tell from the ground
+    under ``spec``'s box: luma at least PHOTO_COLOUR_CONTRAST away from it,
+    the first such of ``tries`` random pixels (else the most contrasting of
+    them). A pixel's colour alone, as before, was often the ground's own:
+    dark grey over the Hubble field's black, grey over grey grass, captions
+    nobody could read or would need removed."""
+    h, w = rgb.shape[:2]
+    ys, xs = rng.integers(0, h, tries), rng.integers(0, w, tries)
+    colours = rgb[ys, xs]
+    contrast = np.abs(degrade.luma(colours) - degrade.ground_luma(rgb, spec))
+    readable = np.flatnonzero(contrast >= PHOTO_COLOUR_CONTRAST)
+    pick = int(readable[0]) if readable.size else int(np.argmax(contrast))
+    return tuple(int(round(c * 255)) for c in colours[pick])
 
 
 def build_cases(photos: list[Photo], ops: list[str], seed: int, kinds: list[str] | None = None,
