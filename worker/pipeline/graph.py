@@ -62,10 +62,11 @@ STAGES: list[Stage] = [
           heavy=True, applies=op("remove-text"),
           description="text confidence map (DBNet), the stroke-following soft mask and the overlay's "
                       "colour and alpha",
-          code_version="5"),  # 2: lines read back by the recogniser (regions that are not text left alone);
+          code_version="6"),  # 2: lines read back by the recogniser (regions that are not text left alone);
                               # 3: the learned stroke segmenter adds the glyphs colour evidence misses;
                               # 4: lines the detector missed, recovered by the segmenter and read back;
-                              # 5: beyond a recovered line, only strokes the segmenter backs when its colour fit disagrees
+                              # 5: beyond a recovered line, only strokes the segmenter backs when its colour fit disagrees;
+                              # 6: recovery also looks with the image turned 30 degrees each way (leaning lines)
     Stage("watermark", watermark, consumes=(PIXELS, "confidence", "mask", "region", "overlay"),
           produces=("confidence", "mask", "region", "overlay", "unblend_limit"), heavy=True,
           applies=op("remove-text"),
