@@ -748,7 +748,7 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
             small |= closed
             regions.append(region)
             boxes.append(box)
-            records.append({"box": box, "height": height, **reading})
+            records.append({"box": box, "height": height, "turn": degrees, **reading})
     return regions, boxes, records
 
 
