@@ -13,6 +13,9 @@ The target is the overlay's true mask where it changed the pixel visibly;
 pixels it covered without a visible change are left out of the loss.
 
     python -m orchestration.train [--steps 6000] [--out worker/strokes.pt] [--seed 0]
+
+``--init`` goes on from existing weights instead (see docs/text.md for a
+second run from the shipped ones, measured and not shipped).
 """
 
 from __future__ import annotations
@@ -163,9 +166,12 @@ def sample(rng: np.random.Generator, photos: list[np.ndarray], font_names: list[
     return np.ascontiguousarray(degraded), target, weight
 
 
-def train(steps: int, seed: int, out: Path, batch: int = 16, pool: int = 6000, refresh: int = 400) -> dict:
-    """Train from scratch; returns the final figures. The pool of crops is
-    rendered up front and a share of it re-rendered every ``refresh`` steps."""
+def train(steps: int, seed: int, out: Path, batch: int = 16, pool: int = 6000, refresh: int = 400,
+          init: Path | None = None, max_lr: float = 3e-3) -> dict:
+    """Train from scratch, or on from the weights in ``init``; returns the
+    final figures. The pool of crops is rendered up front and a share of it
+    re-rendered every ``refresh`` steps. The learning rate rises to ``max_lr``
+    over the first tenth of the steps and anneals to nothing (one cycle)."""
     import torch
 
     torch.manual_seed(seed)
@@ -174,8 +180,11 @@ def train(steps: int, seed: int, out: Path, batch: int = 16, pool: int = 6000, r
     log.info("training photos: %d, fonts: %d", len(photos), len(font_names))
     data = [sample(rng, photos, font_names) for _ in range(pool)]
     net = build_network()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    if init is not None:
+        state = torch.load(init, map_location="cpu", weights_only=True)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    opt = torch.optim.AdamW(net.parameters(), lr=max_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.1)
     start, losses = time.time(), []
     for step in range(steps):
         idx = rng.integers(0, pool, batch)
@@ -210,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--init", type=Path, default=None, help="go on from these weights instead of from scratch")
+    parser.add_argument("--max-lr", type=float, default=3e-3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = train(args.steps, args.seed, args.out)
+    figures = train(args.steps, args.seed, args.out, init=args.init, max_lr=args.max_lr)
     print(f"wrote {args.out}: {figures}")
     return 0
 

@@ -78,6 +78,17 @@ def test_training_writes_weights_the_segmenter_loads(tmp_path):
     assert prob.shape == (40, 90)
 
 
+def test_training_goes_on_from_given_weights(tmp_path):
+    """--init: the run starts from those weights (at a learning rate too small
+    to move them, they come back as they were; from scratch they would not)."""
+    out = tmp_path / "strokes.pt"
+    train.train(steps=2, seed=0, out=out, batch=2, pool=4, init=WEIGHTS, max_lr=1e-12)
+    shipped = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    again = torch.load(out, map_location="cpu", weights_only=True)
+    convs = [k for k, v in shipped.items() if k.endswith("weight") and v.dim() == 4]
+    assert convs and all(torch.allclose(shipped[k].float(), again[k].float(), atol=1e-3) for k in convs)
+
+
 def test_training_crops_carry_their_true_mask():
     rng = np.random.default_rng(3)
     photos, fonts = train.training_photos(), train.fonts()
