@@ -704,51 +704,50 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
     by itself.
 
     Returns (bool HxW regions, their [x, y, w, h] boxes, one record per line:
-    box, height, reading)."""
+    box, height, turn, reading)."""
     h, w = rgb.shape[:2]
     taken = known.copy()
     regions, boxes, records = [], [], []
-    passes = [(height, degrees) for height in recovery_heights(rgb.shape) for degrees in (0.0, *RECOVER_TURNS)]
-    x = None
-    for height, degrees in passes:
+    for height in recovery_heights(rgb.shape):
         # candidates are found at the network's scale (LINE_PX per line height), then enlarged back
-        if not degrees:
-            x, (sh, sw) = segmenter.model_input(rgb, height)
-        strokes = _turned_strokes(x, (sh, sw), segmenter, degrees) >= RECOVER_CUT
-        small = cv2.resize(taken.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
-        candidates = _line_candidates(strokes, LINE_PX, small)
-        if not candidates:
-            continue
-        enlarged = [cv2.resize(c.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-                    for c in candidates]
-        found = [list(cv2.boundingRect(c.astype(np.uint8))) for c in enlarged]
-        verdicts = reader.verdicts(rgb, enlarged, found)
-        disk = _disk(max(1, int(RECOVER_JOIN * LINE_PX)))
-        for candidate, box, (_, reading) in zip(candidates, found, verdicts):
-            if not _reads_as_line(reading):
+        x, (sh, sw) = segmenter.model_input(rgb, height)
+        for degrees in (0.0, *RECOVER_TURNS):
+            strokes = _turned_strokes(x, (sh, sw), segmenter, degrees) >= RECOVER_CUT
+            small = cv2.resize(taken.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+            candidates = _line_candidates(strokes, LINE_PX, small)
+            if not candidates:
                 continue
-            # read with the margin the strokes were joined by; segmented within their closing
-            closed = candidate & cv2.erode(candidate.astype(np.uint8), disk).astype(bool)
-            parts = _parts_with_strokes(closed & ~small, strokes)  # what the detector missed
-            if (closed & small).any() and parts:
-                # beside a found line, each part must read as text by itself (the rule for a found line,
-                # at RECOVER_SCORE): a word left out ("only" of "preview only 333"), not the glove, the
-                # rocket's fin or the fur the network's blob also took in. The found lines are greyed
-                # out so that "Museum" above the fur is not read as part of it
-                alone = np.where(taken[..., None], np.float32(0.5), rgb)
-                wide = [cv2.resize(p.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for p in parts]
-                readings = reader.verdicts(alone, [p.astype(bool) for p in wide], [list(cv2.boundingRect(p)) for p in wide])
-                parts = [p for p, (ok, r) in zip(parts, readings) if ok and r["score"] >= RECOVER_SCORE]
-            if not parts:
-                continue
-            closed = np.logical_or.reduce(parts)
-            region = cv2.resize(closed.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-            region &= ~taken
-            taken |= region
-            small |= closed
-            regions.append(region)
-            boxes.append(box)
-            records.append({"box": box, "height": height, "turn": degrees, **reading})
+            enlarged = [cv2.resize(c.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                        for c in candidates]
+            found = [list(cv2.boundingRect(c.astype(np.uint8))) for c in enlarged]
+            verdicts = reader.verdicts(rgb, enlarged, found)
+            disk = _disk(max(1, int(RECOVER_JOIN * LINE_PX)))
+            for candidate, box, (_, reading) in zip(candidates, found, verdicts):
+                if not _reads_as_line(reading):
+                    continue
+                # read with the margin the strokes were joined by; segmented within their closing
+                closed = candidate & cv2.erode(candidate.astype(np.uint8), disk).astype(bool)
+                parts = _parts_with_strokes(closed & ~small, strokes)  # what the detector missed
+                if (closed & small).any() and parts:
+                    # beside a found line, each part must read as text by itself (the rule for a found line,
+                    # at RECOVER_SCORE): a word left out ("only" of "preview only 333"), not the glove, the
+                    # rocket's fin or the fur the network's blob also took in. The found lines are greyed
+                    # out so that "Museum" above the fur is not read as part of it
+                    alone = np.where(taken[..., None], np.float32(0.5), rgb)
+                    wide = [cv2.resize(p.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for p in parts]
+                    readings = reader.verdicts(alone, [p.astype(bool) for p in wide],
+                                               [list(cv2.boundingRect(p)) for p in wide])
+                    parts = [p for p, (ok, r) in zip(parts, readings) if ok and r["score"] >= RECOVER_SCORE]
+                if not parts:
+                    continue
+                closed = np.logical_or.reduce(parts)
+                region = cv2.resize(closed.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                region &= ~taken
+                taken |= region
+                small |= closed
+                regions.append(region)
+                boxes.append(box)
+                records.append({"box": box, "height": height, "turn": degrees, **reading})
     return regions, boxes, records
 
 
@@ -768,8 +767,8 @@ def _turned_strokes(x: np.ndarray, size: tuple[int, int], segmenter, degrees: fl
     turn[:, 2] += (canvas[0] - sw) / 2.0, (canvas[1] - sh) / 2.0
     level = cv2.warpAffine(small, turn, canvas, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     turned, (th, tw) = segmenter.model_input(level, LINE_PX)   # already at the network's scale
-    return cv2.warpAffine(segmenter.run(turned)[:th, :tw], turn, (sw, sh),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return cv2.warpAffine(segmenter.run(turned)[:th, :tw], turn, (sw, sh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def _reads_as_line(reading: dict) -> bool:
