@@ -5,6 +5,7 @@ arrays it feeds them (the detector's alone, and with the line reader's)."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from orchestration.cli import main
@@ -14,7 +15,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_bench_pipeline_reports_detect_against_its_model_sessions(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--images", str(EXAMPLES / "rocket-stamp.png"), "--repeats", "1", "pipeline",
+    assert main(["bench", "--images", str(EXAMPLES / "rocket-stamp.png"), "--repeats", "2", "pipeline",
                  "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     printed = capsys.readouterr().out
@@ -23,6 +24,8 @@ def test_bench_pipeline_reports_detect_against_its_model_sessions(tmp_path, caps
     assert {"detect", "inpaint", "postprocess"} <= set(per_stage)
     # the reader reads the stamp's line: the sessions with it take longer than the detector's alone
     assert figures["raw_onnx_with_reader_seconds_per_megapixel"] > figures["raw_onnx_seconds_per_megapixel"] > 0
-    assert abs(figures["detect_over_raw_onnx_with_reader"]
-               - per_stage["detect"] / figures["raw_onnx_with_reader_seconds_per_megapixel"]) < 0.01
+    # the ratio is the median of each run's own ratio (the stage and its sessions timed back to back)
+    runs = figures["detect_over_raw_onnx_with_reader_runs"]
+    assert len(runs) == 2 and figures["detect_over_raw_onnx_with_reader"] == round(statistics.median(runs), 3)
+    assert figures["detect_over_raw_onnx"] > figures["detect_over_raw_onnx_with_reader"] > 0
     assert "with the line reader" in printed and "detect / raw" in printed

@@ -7,10 +7,13 @@ the embedded-pipeline benchmark (``orchestration.bench.pipeline``)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 
 import orchestration.bench
+
+DEFAULT = "pipeline"  # what ``retouch bench`` alone runs
 
 
 def benchmark_names() -> list[str]:
@@ -26,7 +29,14 @@ def register(sub) -> None:
         module = importlib.import_module(f"orchestration.bench.{name}")
         p = names.add_parser(name, help=module.__doc__.splitlines()[0] if module.__doc__ else name)
         module.add_arguments(p)
+        if name == DEFAULT:
+            # its options are also the bare command's: given before the name
+            # ("bench --repeats 1 pipeline") they must not be reset by the
+            # name's own defaults, which argparse would copy over them
+            for action in p._actions:
+                if action.dest != "help":
+                    action.default = argparse.SUPPRESS
         p.set_defaults(func=module.run)
-    default = importlib.import_module("orchestration.bench.pipeline")
+    default = importlib.import_module(f"orchestration.bench.{DEFAULT}")
     default.add_arguments(parser)
     parser.set_defaults(func=default.run)
