@@ -67,6 +67,7 @@ LEARNED_VETO = 0.2    # ... and drops opaque colour evidence where it is below t
 LEARNED_NEAR = 1.0    # ... within this many line heights of the glyphs it found,
 LEARNED_TRUST = 0.9   # ... unless the colour evidence is this sure (a glyph the network reads poorly)
 STROKE = 0.35         # (what counts as a stroke pixel in those figures: the default mask's cut)
+BLUR_PX = 4.0         # local means wider than this many px per sigma are taken at a reduced size
 NEAR_PX = 12.0        # a line's reach is computed with its height reduced to this many px
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 # lines the detector missed (grass, brick: DBNet does not fire on text over dense texture), found by the
@@ -207,12 +208,27 @@ def _line_height(region: np.ndarray) -> float:
 
 
 def _local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised convolution: the ``weight``-ed Gaussian local mean of HxWxC ``values``."""
+    """Normalised convolution: the ``weight``-ed Gaussian local mean of HxWxC ``values``.
+
+    A wide kernel costs per pixel as much as it is wide, and what it returns
+    varies no faster than it: beyond BLUR_PX, both sums are blurred at a size
+    reduced to BLUR_PX per sigma and enlarged back."""
     w = weight.astype(np.float32)
-    num = cv2.GaussianBlur((values * w[..., None]).astype(np.float32), (0, 0), sigma)
+    num, den = (values * w[..., None]).astype(np.float32), w
+    h, wd = w.shape
+    factor = sigma / BLUR_PX
+    if factor > 1.5 and min(h, wd) / factor >= 8:
+        size = (max(1, round(wd / factor)), max(1, round(h / factor)))
+        num = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
+        den = cv2.resize(den, size, interpolation=cv2.INTER_AREA)
+        sigma = sigma * size[0] / wd
+    num = cv2.GaussianBlur(num, (0, 0), sigma)
+    den = cv2.GaussianBlur(den, (0, 0), sigma)
+    if den.shape != (h, wd):
+        num = cv2.resize(num, (wd, h), interpolation=cv2.INTER_LINEAR)
+        den = cv2.resize(den, (wd, h), interpolation=cv2.INTER_LINEAR)
     if num.ndim == 2:
         num = num[..., None]
-    den = cv2.GaussianBlur(w, (0, 0), sigma)
     return num / np.maximum(den, 1e-6)[..., None], den
 
 
@@ -707,6 +723,7 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
     box, height, turn, reading)."""
     h, w = rgb.shape[:2]
     taken = known.copy()
+    alone = None   # the image with the taken lines greyed out, made when first needed, then kept up to date
     regions, boxes, records = [], [], []
     for height in recovery_heights(rgb.shape):
         # candidates are found at the network's scale (LINE_PX per line height), then enlarged back
@@ -733,7 +750,8 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
                     # at RECOVER_SCORE): a word left out ("only" of "preview only 333"), not the glove, the
                     # rocket's fin or the fur the network's blob also took in. The found lines are greyed
                     # out so that "Museum" above the fur is not read as part of it
-                    alone = np.where(taken[..., None], np.float32(0.5), rgb)
+                    if alone is None:
+                        alone = np.where(taken[..., None], np.float32(0.5), rgb)
                     wide = [cv2.resize(p.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) for p in parts]
                     readings = reader.verdicts(alone, [p.astype(bool) for p in wide],
                                                [list(cv2.boundingRect(p)) for p in wide])
@@ -744,6 +762,8 @@ def recover_lines(rgb: np.ndarray, known: np.ndarray, segmenter, reader) -> tupl
                 region = cv2.resize(closed.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
                 region &= ~taken
                 taken |= region
+                if alone is not None:
+                    alone[region] = 0.5
                 small |= closed
                 regions.append(region)
                 boxes.append(box)

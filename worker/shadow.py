@@ -68,10 +68,12 @@ def _scores(strokes: np.ndarray, open_: np.ndarray, change: np.ndarray, reach: i
                         if dx * dx + dy * dy >= 2])
     qy, qx = ys[None, :] + offsets[:, 1:2], xs[None, :] + offsets[:, 0:1]
     inside = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
-    flat = np.clip(qy, 0, h - 1) * w + np.clip(qx, 0, w - 1)
-    shown = inside & open_.reshape(-1)[flat]
-    counts = shown.sum(axis=1)
-    sums = np.einsum("kn,knc->kc", shown.astype(np.float32), change.reshape(-1, 3)[flat])
+    # moved pixels off the image read an extra last entry, zero and not open; each channel is
+    # gathered on its own (a gather of single values is several times faster than one of triples)
+    flat = np.where(inside, qy * w + qx, h * w)
+    counts = np.append(open_.reshape(-1), False)[flat].sum(axis=1)
+    shown = np.where(open_[..., None], change, 0.0).astype(np.float32).reshape(-1, 3)
+    sums = np.stack([np.append(shown[:, c], np.float32(0))[flat].sum(axis=1) for c in range(3)], axis=1)
     enough = counts >= 0.15 * ys.size
     means = sums[enough] / counts[enough, None]
     return {(int(dx), int(dy)): float(v) for (dx, dy), v in zip(offsets[enough], np.linalg.norm(means, axis=1))}
