@@ -26,6 +26,7 @@ def test_bench_pipeline_reports_detect_against_its_model_sessions(tmp_path, caps
     assert figures["raw_onnx_with_reader_seconds_per_megapixel"] > figures["raw_onnx_seconds_per_megapixel"] > 0
     # the ratio is the median of each run's own ratio (the stage and its sessions timed back to back)
     runs = figures["detect_over_raw_onnx_with_reader_runs"]
-    assert len(runs) == 2 and figures["detect_over_raw_onnx_with_reader"] == round(statistics.median(runs), 3)
+    # (each run is rounded to 3 places before it is written, the median after: allow that rounding)
+    assert len(runs) == 2 and abs(figures["detect_over_raw_onnx_with_reader"] - statistics.median(runs)) <= 0.0015
     assert figures["detect_over_raw_onnx"] > figures["detect_over_raw_onnx_with_reader"] > 0
     assert "with the line reader" in printed and "detect / raw" in printed
