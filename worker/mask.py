@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from worker import shadow
+from worker.blend import alpha_towards, exit_modes
 from worker.geometry import min_area_rect
 from worker.strokes import LINE_PX
 
@@ -56,6 +57,13 @@ THIN_FACTOR = 1.3          # ... as parts no thicker than this many times the li
 SLOT = 1.2                 # a glyph slot beyond a line's end: this many times its strokes' height
 PURER = 4.0                # ... keeps what is this ΔE closer to the overlay than its neighbourhood
 SEGMENT_HEIGHT = 32.0      # taller lines are segmented at this height and enlarged back
+EXIT_FROM = 0.04     # an opaque fit's rmse from which a faint overlay's colour is looked for,
+EXIT_COLOURS = 4     # ... as one of this many gamut exits, where its background is flat,
+EXIT_CHROMA = 0.5    # ... a colour one (its channels this far apart),
+EXIT_COS = 0.9       # ... a pixel agreeing when its change points at it,
+EXIT_AGREE = 0.3     # ... as this share of the pixels must,
+EXIT_BETTER = 0.8    # ... and its trimmed rmse be this share of the opaque fit's at most,
+EXIT_MAX_ALPHA = 0.62  # ... with an opacity up to this (a faint mark; the logo finder's OPAQUE)
 EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the detector left out
 SECOND_LINE_SPAN = 0.6     # a second colour spanning this share of the line's length ...
 SECOND_LINE_DENSITY = 20.0  # ... this many times denser inside the line than around it is text too
@@ -295,9 +303,11 @@ def _fit_blend(obs: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, float, floa
     and other colours among them do not pull it.
 
     Returns (colour RGB in [0, 1], alpha, rmse). Opaque (alpha 1, colour the
-    mean) unless the semi-transparent fit explains the pixels clearly better:
+    mean) unless a semi-transparent fit explains the pixels clearly better:
     the background must vary enough along the pixels for its slope to be
-    measurable, and the fitted colour must be a real colour."""
+    measurable, and the fitted colour must be a real colour. Where it does not
+    vary (a faint logo over fur of one tone), the colour the pixels head for
+    is taken at the edge of the RGB cube (:func:`_fit_exit`)."""
     mean = obs.mean(axis=0)
     opaque = (mean.astype(np.float32), 1.0, float(np.sqrt(((obs - mean) ** 2).sum(axis=1).mean())))
     if obs.shape[0] < 12:
@@ -308,7 +318,7 @@ def _fit_blend(obs: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, float, floa
         b_c = b - b.mean(axis=0)
         spread = float((b_c ** 2).sum())
         if spread / max(1, keep.sum()) < 0.04 ** 2:  # the background must vary by > ~10 levels
-            return opaque
+            return _fit_exit(obs, bg, opaque)
         slope = min(max(float((b_c * (o - o.mean(axis=0))).sum() / spread), 0.0), 0.95)  # shared 1 - alpha
         premult = o.mean(axis=0) - slope * b.mean(axis=0)  # alpha * colour
         resid = _length(obs - (premult + slope * bg))
@@ -321,7 +331,38 @@ def _fit_blend(obs: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, float, floa
     in_gamut = bool(np.all(colour >= -0.08) and np.all(colour <= 1.08))
     if alpha < 0.9 and in_gamut and rmse < 0.6 * kept_opaque:
         return np.clip(colour, 0.0, 1.0).astype(np.float32), alpha, rmse
-    return opaque
+    return _fit_exit(obs, bg, opaque)
+
+
+def _fit_exit(obs: np.ndarray, bg: np.ndarray, opaque: tuple[np.ndarray, float, float]
+              ) -> tuple[np.ndarray, float, float]:
+    """A semi-transparent overlay's colour and alpha where the background does
+    not vary enough to fit them (:func:`_fit_blend`): of the most common gamut
+    exits of the pixels' change (:func:`worker.blend.exit_modes`), the one on
+    whose alpha most of them agree, kept when it explains the pixels clearly
+    better than ``opaque`` (colour, 1.0, rmse) does, trimmed as there (texture
+    under the pixels, which no blend explains, keeps both high)."""
+    if opaque[2] < EXIT_FROM:
+        return opaque  # one colour explains them: a dark stamp over a dark sky is not a faint black one
+    change = obs - bg
+    n = obs.shape[0]
+    best = opaque
+    for colour in exit_modes(change, bg, EXIT_COLOURS, least=max(6, n // 20)):
+        if float(colour.max() - colour.min()) < EXIT_CHROMA:
+            continue  # white, black or grey: where a pale or dark opaque caption's change heads too
+        alpha, cos = alpha_towards(change, bg, colour)
+        agree = (cos > EXIT_COS) & (alpha > 0.1) & (alpha < 1.05)
+        if agree.sum() < max(12, EXIT_AGREE * n):
+            continue
+        a0 = float(np.median(alpha[agree]))
+        if a0 > EXIT_MAX_ALPHA:
+            continue  # over a flat background, dark text at 0.8 is as likely as text of its own colour
+        resid = _length(obs - (a0 * colour + (1.0 - a0) * bg))
+        kept = resid <= np.percentile(resid, 70)
+        rmse = float(np.sqrt((resid[kept] ** 2).mean()))
+        if rmse < EXIT_BETTER * opaque[2] and rmse < best[2]:
+            best = (colour, a0, rmse)
+    return best
 
 
 def _surest(obs: np.ndarray, bgs: np.ndarray, dev: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -499,6 +540,7 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         colour, alpha, rmse = _fit_blend(*_surest(obs, bgs, dev[cand], together))
         if alpha < 1.0:
             joint = (colour, alpha, rmse, together)
+    bg_lab = lab - change
     main_fit = 0 if joint or not accepted else next(i for i, a in enumerate(accepted) if a is main)
     for k, members, *_ in ([(-1, joint[3])] if joint else accepted):
         colour, alpha, rmse = joint[:3] if joint else _fit_blend(*_surest(obs, bgs, dev[cand], members))
@@ -511,9 +553,12 @@ def segment_line(rgb: np.ndarray, region: np.ndarray, others: np.ndarray, confid
         # evidence: moved toward the overlay; a residual beyond the texture's spread counts against
         allow = np.sqrt(reach) * 0.5 + tau / 100.0
         score = np.clip(t, 0.0, 1.0) * np.exp(-(perp / allow) ** 2)
-        visible = np.sqrt(reach) * 100.0 > tau  # the overlay differs from its background by more than texture
+        full_lab = cv2.cvtColor(full.astype(np.float32), cv2.COLOR_RGB2Lab)
+        # the overlay differs from its background by more than texture does (both in ΔE: a faint green
+        # over brown fur is a small step in RGB and a large one to the eye)
+        visible = _length(full_lab - bg_lab) > tau
         score = np.where(visible & (line | (extended & (dev > tau) & (score >= 0.5))), score, 0.0)
-        match = _length(lab - cv2.cvtColor(full.astype(np.float32), cv2.COLOR_RGB2Lab))
+        match = _length(lab - full_lab)
         better = score > best_score
         best_match = np.where(better, match, best_match)
         best_score = np.where(better, score, best_score)

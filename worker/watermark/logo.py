@@ -38,6 +38,8 @@ import logging
 import cv2
 import numpy as np
 
+from worker.blend import alpha_towards as _alpha_towards
+from worker.blend import exit_modes
 from worker.geometry import min_area_rect
 from worker.watermark.marks import Marks
 from worker.watermark.template import ALPHA_FLOOR
@@ -63,24 +65,6 @@ def _background(rgb: np.ndarray, k: int) -> np.ndarray:
     return cv2.medianBlur(u8, k).astype(np.float32) / 255.0
 
 
-def _alpha_towards(change: np.ndarray, photo: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha, cosine), float32 HxW: the fraction of the way from ``photo``
-    to ``colour`` the ``change`` goes, and how well their directions agree."""
-    diff = colour - photo
-    norm2 = np.maximum((diff * diff).sum(axis=2), 1e-4)
-    dot = (change * diff).sum(axis=2)
-    cos = dot / np.sqrt(norm2 * np.maximum((change * change).sum(axis=2), 1e-8))
-    return dot / norm2, cos
-
-
-def _exit_colour(change: np.ndarray, photo: np.ndarray) -> np.ndarray:
-    """Where each ray ``photo + t * change`` (N x 3, t > 0) leaves the unit
-    cube: the purest colour the change can be heading for."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(change > 0, (1 - photo) / change, np.where(change < 0, -photo / change, np.inf)).min(axis=1)
-    return np.clip(photo + np.nan_to_num(t, posinf=0.0)[:, None] * change, 0, 1)
-
-
 def _seed_colour(change: np.ndarray, photo: np.ndarray, seed: np.ndarray
                  ) -> tuple[np.ndarray, float, np.ndarray] | None:
     """(colour, opacity, agreeing pixels) most of ``seed``'s pixels share,
@@ -88,14 +72,8 @@ def _seed_colour(change: np.ndarray, photo: np.ndarray, seed: np.ndarray
     pixels, so the colour is a mode: of the ``COLOURS`` most common gamut
     exits (6 levels a channel) the one on whose alpha most seed pixels agree,
     opaque ones (above ``MAX_ALPHA``) aside."""
-    exits = _exit_colour(change[seed], photo[seed])
-    bins = np.clip((exits * 5.999).astype(int), 0, 5) @ np.array([36, 6, 1])
-    counts = np.bincount(bins, minlength=216)
     best = None
-    for b in np.argsort(-counts)[:COLOURS]:
-        if counts[b] < 15:
-            break
-        colour = np.median(exits[bins == b], axis=0).astype(np.float32)
+    for colour in exit_modes(change[seed], photo[seed], COLOURS):
         alpha, cos = _alpha_towards(change, photo, colour)
         agree = seed & (cos > MIN_COS) & (alpha > 0.1) & (alpha < 1.05)
         if agree.sum() < 15:
