@@ -99,3 +99,81 @@ def test_mask_on_degenerate_images_and_maps():
             mask_stats(confidence, result)
             assert result.soft.shape == (h, w) and result.overlay.shape == (h, w, 4)
             assert np.isfinite(result.soft).all() and np.isfinite(result.overlay).all()
+
+
+def _lot_12():
+    """"Lot" that DBNet's line holds, "1" at the far end of the search past
+    the line's end (EXTEND line heights), "2" beyond it. Returns (rgb, region,
+    box, end of the line, its height, glyph masks of "1" and "2")."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    from worker.mask import EXTEND, line_crop
+
+    h, w = 120, 420
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(3)
+    ground = np.stack([0.35 + 0.2 * xx / w, 0.45 + 0.1 * yy / h, 0.3 + 0.0 * xx], axis=2)
+    ground = np.clip(ground + rng.normal(0, 0.01, ground.shape), 0, 1).astype(np.float32)
+    font = degrade._font("DejaVuSerif-Bold.ttf", 40)
+    layer = PILImage.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(layer)
+    draw.text((20, 40), "Lot", font=font, fill=255)
+    left, top, right, bottom = draw.textbbox((20, 40), "Lot", font=font)
+    region = np.zeros((h, w), bool)
+    region[top - 2:bottom + 3, left - 2:right + 3] = True
+    box = [left - 2, top - 2, right - left + 5, bottom - top + 5]
+    height = line_crop(region, box)[1]
+    end = right + 2
+    glyph = {}
+    for char, start in (("1", end + 0.75 * EXTEND * height), ("2", end + 1.25 * EXTEND * height)):
+        one = PILImage.new("L", (w, h), 0)
+        ImageDraw.Draw(one).text((int(start), 40), char, font=font, fill=255)
+        glyph[char] = np.asarray(one) > 128
+        layer.paste(255, mask=one)
+    cover = np.asarray(layer, np.float32)[..., None] / 255.0
+    rgb = (cover * np.float32([0.95, 0.9, 0.85]) + (1 - cover) * ground).astype(np.float32)
+    return rgb, region, box, end, height, glyph
+
+
+def _found(sl, prob, glyph):
+    strokes = np.zeros(glyph.shape, bool)
+    strokes[sl] = prob >= 0.35
+    return (strokes & glyph).sum() / glyph.sum()
+
+
+def test_a_caption_cut_short_is_followed_glyph_by_glyph_past_one_search(detector):
+    """DBNet's line holds "Lot" only; "1" lies within the search past the
+    line's end, "2" beyond it. The line is searched again from the "1", reads
+    as more text ("Lot1" or so), and the "2" is found too; within the first
+    search the first segmentation stands."""
+    from worker.mask import EXTEND, _segment_continued, segment_line
+
+    rgb, region, box, end, height, glyph = _lot_12()
+    assert glyph["2"].any() and (np.nonzero(glyph["2"])[1].min() - end) > (EXTEND + 0.15) * height
+    first = segment_line(rgb, region, region, None, box=box)
+    sl, prob = first[:2]
+    assert _found(sl, prob, glyph["1"]) > 0.8 and _found(sl, prob, glyph["2"]) < 0.2   # one search: "2" out of reach
+    grown, _, (sl, prob, *_) = _segment_continued(rgb, region, box, region, None, detector.reader)
+    assert _found(sl, prob, glyph["1"]) > 0.8 and _found(sl, prob, glyph["2"]) > 0.8
+    assert grown[glyph["1"]].any() and not grown[:, :box[0] - 10].any()   # it took in the "1", nothing before
+    before, after = np.zeros(region.shape, np.float32), np.zeros(region.shape, np.float32)
+    before[first[0]], after[sl] = first[1], prob
+    assert np.array_equal(after[region], before[region]) and after[region].max() > 0.5   # the first line's own pixels
+
+
+def test_a_longer_line_that_reads_as_no_more_text_is_not_continued():
+    """What lies past a complete caption (photo of its colour) reads as no
+    more characters: the line stays as it was."""
+    from worker.detect.recognize import Reading
+    from worker.mask import _segment_continued, segment_line
+
+    class SameText:
+        def read_lines(self, rgb, regions, boxes=None):
+            return [Reading("Lot", 0.99) for _ in regions]
+
+    rgb, region, box, end, height, glyph = _lot_12()
+    kept, kept_box, (sl, prob, *_) = _segment_continued(rgb, region, box, region, None, SameText())
+    first = segment_line(rgb, region, region, None, box=box)
+    assert kept is region and kept_box == box and sl == first[0] and np.array_equal(prob, first[1])
+    assert _found(sl, prob, glyph["2"]) < 0.2

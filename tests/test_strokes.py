@@ -121,9 +121,9 @@ def test_lines_the_detector_misses_are_recovered(wide_photos, detector):
         detector.recover = True
     found = stages.detect(case.degraded, detector, params)
     assert _recall(missed.binary, case.mask) < 0.05
-    # 0.39 today: 0.46 before faint overlays were fitted by their gamut exit (worker.mask._fit_exit), which
-    # the text kinds gained 0.04 dB from on average (docs/text.md)
-    assert _recall(found.binary, case.mask) >= 0.35
+    # 0.58 today: the recovered line holds "MPLE" and is followed past one search to the rest of "SAMPLE 51"
+    # (0.39 without that, docs/text.md)
+    assert _recall(found.binary, case.mask) >= 0.5
     assert float((found.binary & ~case.mask).mean()) <= 0.01
     recovered = found.stats["recovered"]
     assert recovered and all(len(r["text"].strip()) >= 3 and r["score"] >= 0.6 for r in recovered)

@@ -65,6 +65,11 @@ EXIT_AGREE = 0.3     # ... as this share of the pixels must,
 EXIT_BETTER = 0.8    # ... and its trimmed rmse be this share of the opaque fit's at most,
 EXIT_MAX_ALPHA = 0.62  # ... with an opacity up to this (a faint mark; the logo finder's OPAQUE)
 EXTEND = 1.5         # line heights searched beyond a line's ends for glyphs the detector left out
+CONTINUE = 2         # ... searched again from the glyphs found there, at most this many times,
+CONTINUE_GLYPH = 0.2  # ... when they hold (this many line heights)^2 of strokes
+CONTINUE_END = 0.5   # ... reaching within this many line heights of the search's end,
+CONTINUE_READ = 0.15  # ... and kept when the longer line reads as more characters, at this much less score at most
+CONTINUE_SURE = 0.7   # ... or at this score ("Lot" 0.999 -> "Lotl1" 0.754: the reader is less sure of digits)
 SECOND_LINE_SPAN = 0.6     # a second colour spanning this share of the line's length ...
 SECOND_LINE_DENSITY = 20.0  # ... this many times denser inside the line than around it is text too
 ADJACENT = 0.5      # share of a second colour's pixels next to the main colour's, to count as overlay
@@ -718,7 +723,8 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     overlay = np.zeros(confidence.shape + (4,), np.float32)
     lines = []
     for index, (region, box) in enumerate(zip(regions, boxes)):
-        sl, p, ov, fit = segment_line(rgb, region, union, confidence, box=box)
+        region, box, (sl, p, ov, fit) = _segment_continued(rgb, region, box, union, confidence, reader)
+        union, boxes[index] = union | region, box
         lines.append(fit)
         local = median_evidence(rgb[sl], region[sl])
         local = _drop_blobs(local, np.zeros(local.shape, np.int32), 0.5 - params.stroke_margin)
@@ -744,6 +750,60 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     result.rejected = rejected
     result.recovered = recovered
     return result
+
+
+def _segment_continued(rgb: np.ndarray, region: np.ndarray, box: list[int], others: np.ndarray,
+                       confidence: np.ndarray, reader=None) -> tuple[np.ndarray, list[int], tuple]:
+    """:func:`segment_line`, then again with the line's region taking in the
+    glyphs it found past its ends, while that finds more (CONTINUE rounds at
+    most): the search past a line's ends reaches EXTEND line heights, and a
+    caption DBNet cut short goes on as long as glyphs of its colour do ("Lot
+    112" with "Lot 1" detected: the second "1" is found, the "2" lies past
+    it). A line with a drop shadow is not continued. With ``reader`` (as
+    :class:`worker.detect.recognize.LineReader`), the longer line is kept only
+    when it reads as more characters, about as surely; within the first
+    search the first segmentation stands (see docs/text.md). Returns the
+    region, its box and segment_line's result for it."""
+    segmented = first = segment_line(rgb, region, others, confidence, box=box)
+    first_region, first_box, first_height = region, box, line_crop(region, box)[1]
+    for _ in range(CONTINUE):
+        sl, p, fit = segmented[0], segmented[1], segmented[3]
+        if fit.shadow:
+            break  # its drop shadow lies past the glyphs too, and would be taken for more of them
+        _, height, grow = line_crop(region, box)
+        past = (p >= STROKE) & ~cv2.dilate(region[sl].astype(np.uint8), _disk(2 * grow)).astype(bool)
+        if past.sum() < (CONTINUE_GLYPH * height) ** 2:
+            break
+        # only a glyph at the far end of the search says the caption may go on past it
+        away = cv2.distanceTransform((~region[sl]).astype(np.uint8), cv2.DIST_L2, 3)  # from the line, not the crop's edge
+        if away[past].max() < (EXTEND - CONTINUE_END) * height:
+            break
+        grown = region.copy()
+        grown[sl] |= cv2.dilate(past.astype(np.uint8), _disk(grow)).astype(bool)
+        x, y, w, h = cv2.boundingRect(grown.astype(np.uint8))
+        region, box = grown, [x, y, w, h]
+        segmented = segment_line(rgb, region, others | region, confidence, box=box)
+    if segmented is not first and reader is not None:
+        # the longer line must read as more text: photo past a complete caption reads as the same
+        # characters with a few of noise, at a lower score
+        before, after = reader.read_lines(rgb, [first_region, region], [first_box, box])
+        if not (len(after.text.strip()) > len(before.text.strip())
+                and after.score >= min(before.score - CONTINUE_READ, CONTINUE_SURE)):
+            return first_region, first_box, first
+    if segmented is not first:
+        # only what lies past the first search is taken from the longer line: within its reach the first
+        # segmentation stands (the longer line's background ring and clusters find more photo there)
+        sl, p, ov, _ = segmented
+        start = first_region[sl].astype(np.uint8)
+        beyond = cv2.distanceTransform(1 - start, cv2.DIST_L2, 3) > EXTEND * first_height
+        lo = [max(a.start, b.start) for a, b in zip(first[0], sl)]
+        hi = [min(a.stop, b.stop) for a, b in zip(first[0], sl)]
+        into = tuple(slice(l - b.start, h - b.start) for l, h, b in zip(lo, hi, sl))
+        out_of = tuple(slice(l - a.start, h - a.start) for l, h, a in zip(lo, hi, first[0]))
+        p0, ov0 = np.zeros_like(p), np.zeros_like(ov)
+        p0[into], ov0[into] = first[1][out_of], first[2][out_of]
+        segmented = (sl, np.where(beyond, p, p0), np.where(beyond[..., None], ov, ov0), first[3])
+    return region, box, segmented
 
 
 def recovery_heights(shape: tuple[int, ...]) -> list[float]:
