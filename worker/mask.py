@@ -695,7 +695,8 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     """The stroke-following mask and overlay estimate for a confidence map (see
     the module docstring).
 
-    ``reader`` (``verdicts(rgb, regions, boxes) -> [(is_text, reading dict)]``, as
+    ``reader`` (``verdicts(rgb, regions, boxes) -> [(is_text, reading dict)]`` and
+    ``read_lines(rgb, regions, boxes) -> [Reading]``, as
     :class:`worker.detect.recognize.LineReader`; None keeps every region) reads
     each region back; regions that do not read as text (a cat's eye: one
     uncertain letter) are dropped and listed in ``result.rejected``.
@@ -706,11 +707,12 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     (:func:`recover_lines`) and segmented like the others."""
     union, boxes, regions = text_regions(confidence, params)
     detected = union  # what recovery leaves alone: the detector's lines, read as text or not
-    rejected, recovered = [], []
+    rejected, recovered, readings = [], [], [None] * len(regions)
     if reader is not None and regions:
         verdicts = reader.verdicts(rgb, regions, boxes)
         kept = [ok for ok, _ in verdicts]
         rejected = [{"box": b, **reading} for b, (ok, reading) in zip(boxes, verdicts) if not ok]
+        readings = [reading for ok, reading in verdicts if ok]
         boxes = [b for b, k in zip(boxes, kept) if k]
         regions = [g for g, k in zip(regions, kept) if k]
         union = np.logical_or.reduce(regions) if regions else np.zeros(confidence.shape, bool)
@@ -718,12 +720,13 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
     if reader is not None and segmenter is not None and recover:
         more, more_boxes, recovered = recover_lines(rgb, detected, segmenter, reader)
         union = np.logical_or.reduce([union, *more])
-        regions, boxes = regions + more, boxes + more_boxes
+        regions, boxes, readings = regions + more, boxes + more_boxes, readings + recovered
     prob = np.zeros(confidence.shape, np.float32)
     overlay = np.zeros(confidence.shape + (4,), np.float32)
     lines = []
     for index, (region, box) in enumerate(zip(regions, boxes)):
-        region, box, (sl, p, ov, fit) = _segment_continued(rgb, region, box, union, confidence, reader)
+        region, box, (sl, p, ov, fit) = _segment_continued(rgb, region, box, union, confidence, reader,
+                                                           readings[index])
         union, boxes[index] = union | region, box
         lines.append(fit)
         local = median_evidence(rgb[sl], region[sl])
@@ -753,7 +756,8 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
 
 
 def _segment_continued(rgb: np.ndarray, region: np.ndarray, box: list[int], others: np.ndarray,
-                       confidence: np.ndarray, reader=None) -> tuple[np.ndarray, list[int], tuple]:
+                       confidence: np.ndarray, reader=None, reading: dict | None = None
+                       ) -> tuple[np.ndarray, list[int], tuple]:
     """:func:`segment_line`, then again with the line's region taking in the
     glyphs it found past its ends, while that finds more (CONTINUE rounds at
     most): the search past a line's ends reaches EXTEND line heights, and a
@@ -761,7 +765,8 @@ def _segment_continued(rgb: np.ndarray, region: np.ndarray, box: list[int], othe
     112" with "Lot 1" detected: the second "1" is found, the "2" lies past
     it). A line with a drop shadow is not continued. With ``reader`` (as
     :class:`worker.detect.recognize.LineReader`), the longer line is kept only
-    when it reads as more characters, about as surely; within the first
+    when it reads as more characters, about as surely, than ``reading`` (its
+    first reading, text and score; None: read here); within the first
     search the first segmentation stands (see docs/text.md). Returns the
     region, its box and segment_line's result for it."""
     segmented = first = segment_line(rgb, region, others, confidence, box=box)
@@ -786,9 +791,11 @@ def _segment_continued(rgb: np.ndarray, region: np.ndarray, box: list[int], othe
     if segmented is not first and reader is not None:
         # the longer line must read as more text: photo past a complete caption reads as the same
         # characters with a few of noise, at a lower score
-        before, after = reader.read_lines(rgb, [first_region, region], [first_box, box])
-        if not (len(after.text.strip()) > len(before.text.strip())
-                and after.score >= min(before.score - CONTINUE_READ, CONTINUE_SURE)):
+        if reading is None:
+            reading = reader.read_lines(rgb, [first_region], [first_box])[0].to_dict()
+        after = reader.read_lines(rgb, [region], [box])[0]
+        if not (len(after.text.strip()) > len(reading["text"].strip())
+                and after.score >= min(reading["score"] - CONTINUE_READ, CONTINUE_SURE)):
             return first_region, first_box, first
     if segmented is not first:
         # only what lies past the first search is taken from the longer line: within its reach the first

@@ -87,6 +87,10 @@ class _Fed:
         self.lines.extend(self.reader.model_inputs(rgb, regions, boxes))
         return self.reader.verdicts(rgb, regions, boxes)
 
+    def read_lines(self, rgb, regions, boxes=None):
+        self.lines.extend(self.reader.model_inputs(rgb, regions, boxes))
+        return self.reader.read_lines(rgb, regions, boxes)
+
     def probability(self, crop, height):
         self.strokes.append(self.segmenter.model_input(crop, height)[0])
         return self.segmenter.probability(crop, height)
