@@ -177,3 +177,6 @@ def test_a_longer_line_that_reads_as_no_more_text_is_not_continued():
     first = segment_line(rgb, region, region, None, box=box)
     assert kept is region and kept_box == box and sl == first[0] and np.array_equal(prob, first[1])
     assert _found(sl, prob, glyph["2"]) < 0.2
+    # with no reader to ask (TextDetector(verify=False)), nothing tells the caption from photo: not continued
+    unread, unread_box, (sl, prob, *_) = _segment_continued(rgb, region, box, region, None, None)
+    assert unread is region and unread_box == box and np.array_equal(prob, first[1])

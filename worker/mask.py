@@ -763,13 +763,15 @@ def _segment_continued(rgb: np.ndarray, region: np.ndarray, box: list[int], othe
     most): the search past a line's ends reaches EXTEND line heights, and a
     caption DBNet cut short goes on as long as glyphs of its colour do ("Lot
     112" with "Lot 1" detected: the second "1" is found, the "2" lies past
-    it). A line with a drop shadow is not continued. With ``reader`` (as
-    :class:`worker.detect.recognize.LineReader`), the longer line is kept only
+    it). A line with a drop shadow is not continued. Only with ``reader`` (as
+    :class:`worker.detect.recognize.LineReader`); the longer line is kept only
     when it reads as more characters, about as surely, than ``reading`` (its
     first reading, text and score; None: read here); within the first
     search the first segmentation stands (see docs/text.md). Returns the
     region, its box and segment_line's result for it."""
     segmented = first = segment_line(rgb, region, others, confidence, box=box)
+    if reader is None:
+        return region, box, first  # nothing to tell a longer caption from the photo past it
     first_region, first_box, first_height = region, box, line_crop(region, box)[1]
     for _ in range(CONTINUE):
         sl, p, fit = segmented[0], segmented[1], segmented[3]
@@ -788,7 +790,7 @@ def _segment_continued(rgb: np.ndarray, region: np.ndarray, box: list[int], othe
         x, y, w, h = cv2.boundingRect(grown.astype(np.uint8))
         region, box = grown, [x, y, w, h]
         segmented = segment_line(rgb, region, others | region, confidence, box=box)
-    if segmented is not first and reader is not None:
+    if segmented is not first:
         # the longer line must read as more text: photo past a complete caption reads as the same
         # characters with a few of noise, at a lower score
         if reading is None:
