@@ -85,6 +85,12 @@ NEAR_PX = 12.0        # a line's reach is computed with its height reduced to th
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 # lines the detector missed (grass, brick: DBNet does not fire on text over dense texture), found by the
 # learned segmenter over the whole image and read back (recover_lines):
+ISLAND_AREA = 0.1    # a hole in the mask up to this many line heights squared (with a 6 px floor) ...
+ISLAND_DIFF = 0.25   # ... holds overlay where its pixels stand this far (a channel) from the photo filled in around it,
+ISLAND_MIN = 3       # ... in clumps of this many px,
+ISLAND_LIKE = 0.12   # ... of a colour this close (a channel) to ...
+ISLAND_RING = 0.3    # ... this share of the stroke pixels around them,
+ISLAND_EVIDENCE = 0.05  # ... with this much stroke probability (median) in them
 RECOVER_HEIGHTS = (16.0, 10.7, 7.1)  # ... at line heights of the image's short side over these
 RECOVER_MIN_HEIGHT = 16.0  # ... and never below this many px,
 RECOVER_TURNS = (-30.0, 30.0)  # ... with the image also turned by these many degrees (leaning lines),
@@ -746,6 +752,7 @@ def build_mask(rgb: np.ndarray, confidence: np.ndarray, params: MaskParams, read
         oview[stronger] = ov[stronger]
     strokes = prob >= 0.5 - params.stroke_margin
     strokes = _drop_specks(strokes, params.min_region_area)
+    strokes = _fill_islands(rgb, strokes, prob, params.dilate, [b[3] for b in boxes])
     result = mask_from_strokes(strokes, params, union, boxes, prob)
     overlay *= result.core[..., None]
     result.overlay = overlay
@@ -1140,6 +1147,55 @@ def _glyph_slot(strokes: np.ndarray, line: np.ndarray) -> np.ndarray | None:
     band = (g_across >= a_lo) & (g_across <= a_hi)
     ends = ((g_along >= lo - reach) & (g_along < lo)) | ((g_along > hi) & (g_along <= hi + reach))
     return band & ends
+
+
+def _fill_islands(rgb: np.ndarray, strokes: np.ndarray, evidence: np.ndarray, dilate: int, heights: list[int]
+                  ) -> np.ndarray:
+    """``strokes`` with the small holes of the fill region that are overlay added.
+
+    Where two overlays cross, a few pixels of one can stay out of the mask,
+    enclosed by it. The inpainter then spreads them over the whole hole (a
+    white smear where a white caption crossed a green one). A glyph's counter
+    holds the photo, like the ground around the text; a left-over piece of
+    overlay does not. So a hole up to ISLAND_AREA line heights squared is
+    compared with the photo inpainted over it from around the mark (Telea),
+    and its clumps of ISLAND_MIN px or more standing ISLAND_DIFF off join the
+    strokes when they also look like the mark they touch: ISLAND_RING of the
+    stroke pixels around them within ISLAND_LIKE of their colour (the photo
+    in a counter can differ from the ground filled in around the text, a
+    vessel or a shadow, but is not the overlay's colour), and ``evidence``
+    (the stroke probability, HxW) gives them ISLAND_EVIDENCE at least."""
+    core = cv2.dilate(strokes.astype(np.uint8), _disk(dilate)) if dilate else strokes.astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(core)
+    if not w or not heights:
+        return strokes
+    height = float(np.median(heights))
+    limit = max(6.0, ISLAND_AREA * height * height)
+    x0, y0, x1, y1 = max(0, x - 1), max(0, y - 1), min(core.shape[1], x + w + 1), min(core.shape[0], y + h + 1)
+    hole = 1 - core[y0:y1, x0:x1]
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(hole, connectivity=4)
+    edge = set(labels[0]) | set(labels[-1]) | set(labels[:, 0]) | set(labels[:, -1])
+    small = [j for j in range(1, count) if j not in edge and stats[j, cv2.CC_STAT_AREA] <= limit]
+    if not small:
+        return strokes
+    islands = np.isin(labels, small)
+    crop = np.clip(np.rint(rgb[y0:y1, x0:x1] * 255), 0, 255).astype(np.uint8)
+    photo = cv2.inpaint(crop, (core[y0:y1, x0:x1] | islands).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    off = np.abs(crop.astype(np.int16) - photo.astype(np.int16)).max(axis=2)
+    found = _drop_specks(islands & (off >= ISLAND_DIFF * 255), ISLAND_MIN)
+    count, clumps = cv2.connectedComponents(found.astype(np.uint8), connectivity=8)
+    out = strokes.copy()
+    mark = strokes[y0:y1, x0:x1]   # the strokes themselves: the margin around them is photo
+    near = _disk(dilate + 2)   # across the margin to the strokes
+    for j in range(1, count):
+        clump = clumps == j
+        ring = cv2.dilate(clump.astype(np.uint8), near).astype(bool) & mark
+        colour = np.median(crop[clump].astype(np.int16), axis=0)
+        like = np.abs(crop[ring].astype(np.int16) - colour).max(axis=1) <= ISLAND_LIKE * 255
+        if (ring.any() and like.mean() >= ISLAND_RING   # it looks like the overlay it touches
+                and np.median(evidence[y0:y1, x0:x1][clump]) >= ISLAND_EVIDENCE):   # and shows some of it
+            out[y0:y1, x0:x1] |= clump
+    return out
 
 
 def _drop_specks(strokes: np.ndarray, min_area: int) -> np.ndarray:
