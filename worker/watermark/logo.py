@@ -52,6 +52,7 @@ MIN_AGREE = 0.15    # share of them that must agree on the colour and opacity
 MIN_FIT = 0.6       # share of the change inside the mark its overlay must explain
 OPAQUE = 0.62       # opacity from which a mark is inpainted rather than unblended
 MAX_SPREAD = 0.14   # a mark's strokes agree on one opacity: measured 0.05-0.13 on marks, 0.15-0.26 on photo edges
+OPAQUE_SPREAD = 0.16  # ... a nearly opaque one (a stamp: filled, never unblended) up to this (a photo edge: 0.177)
 MAX_ALPHA = 0.9     # opaque text: the detector's own maps already send it to the inpainter
 CHANGED = 0.05      # a channel's change from the background that counts as changed
 REACH = 1.6         # how far from a word's centre its outline may run, in half-diagonals (+8 px)
@@ -226,7 +227,7 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
         region = _mark(crop, change[y0:y1, x0:x1], photo[y0:y1, x0:x1], colour, a0, agree, seed)
         fitted = _fit(crop, region, colour, a0)
         # the fit's opacity must be the one the mark was grown at (else the growth took in something else)
-        if (fitted is None or fitted[3] < MIN_FIT or fitted[4] > MAX_SPREAD
+        if (fitted is None or fitted[3] < MIN_FIT or fitted[4] > (MAX_SPREAD if fitted[2] < OPAQUE else OPAQUE_SPREAD)
                 or abs(fitted[2] - a0) > 0.1 + 0.25 * a0):
             log.debug("word at %d,%d: colour %s at %.2f, no overlay fits (%s)", x, y, np.round(colour, 2), a0,
                       fitted and [round(float(v), 3) for v in fitted[2:]])
