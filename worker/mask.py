@@ -83,14 +83,14 @@ STROKE = 0.35         # (what counts as a stroke pixel in those figures: the def
 BLUR_PX = 4.0         # local means wider than this many px per sigma are taken at a reduced size
 NEAR_PX = 12.0        # a line's reach is computed with its height reduced to this many px
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
-# lines the detector missed (grass, brick: DBNet does not fire on text over dense texture), found by the
-# learned segmenter over the whole image and read back (recover_lines):
 ISLAND_AREA = 0.1    # a hole in the mask up to this many line heights squared (with a 6 px floor) ...
 ISLAND_DIFF = 0.25   # ... holds overlay where its pixels stand this far (a channel) from the photo filled in around it,
 ISLAND_MIN = 3       # ... in clumps of this many px,
 ISLAND_LIKE = 0.12   # ... of a colour this close (a channel) to ...
 ISLAND_RING = 0.3    # ... this share of the stroke pixels around them,
 ISLAND_EVIDENCE = 0.05  # ... with this much stroke probability (median) in them
+# lines the detector missed (grass, brick: DBNet does not fire on text over dense texture), found by the
+# learned segmenter over the whole image and read back (recover_lines):
 RECOVER_HEIGHTS = (16.0, 10.7, 7.1)  # ... at line heights of the image's short side over these
 RECOVER_MIN_HEIGHT = 16.0  # ... and never below this many px,
 RECOVER_TURNS = (-30.0, 30.0)  # ... with the image also turned by these many degrees (leaning lines),
@@ -1157,7 +1157,8 @@ def _fill_islands(rgb: np.ndarray, strokes: np.ndarray, evidence: np.ndarray, di
     enclosed by it. The inpainter then spreads them over the whole hole (a
     white smear where a white caption crossed a green one). A glyph's counter
     holds the photo, like the ground around the text; a left-over piece of
-    overlay does not. So a hole up to ISLAND_AREA line heights squared is
+    overlay does not. So a hole up to ISLAND_AREA line heights squared
+    (``heights``: the lines' box heights, their median taken) is
     compared with the photo inpainted over it from around the mark (Telea),
     and its clumps of ISLAND_MIN px or more standing ISLAND_DIFF off join the
     strokes when they also look like the mark they touch: ISLAND_RING of the

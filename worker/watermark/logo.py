@@ -227,7 +227,8 @@ def seeded_marks(rgb: np.ndarray, seeds: np.ndarray, marks: Marks | None = None)
         region = _mark(crop, change[y0:y1, x0:x1], photo[y0:y1, x0:x1], colour, a0, agree, seed)
         fitted = _fit(crop, region, colour, a0)
         # the fit's opacity must be the one the mark was grown at (else the growth took in something else)
-        if (fitted is None or fitted[3] < MIN_FIT or fitted[4] > (MAX_SPREAD if fitted[2] < OPAQUE else OPAQUE_SPREAD)
+        spread_limit = MAX_SPREAD if fitted is None or fitted[2] < OPAQUE else OPAQUE_SPREAD
+        if (fitted is None or fitted[3] < MIN_FIT or fitted[4] > spread_limit
                 or abs(fitted[2] - a0) > 0.1 + 0.25 * a0):
             log.debug("word at %d,%d: colour %s at %.2f, no overlay fits (%s)", x, y, np.round(colour, 2), a0,
                       fitted and [round(float(v), 3) for v in fitted[2:]])
