@@ -85,7 +85,7 @@ NEAR_PX = 12.0        # a line's reach is computed with its height reduced to th
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 ISLAND_AREA = 0.1    # a hole in the mask up to this many line heights squared (with a 6 px floor) ...
 ISLAND_DIFF = 0.25   # ... holds overlay where its pixels stand this far (a channel) from the photo filled in around it,
-ISLAND_MIN = 3       # ... in clumps of this many px,
+ISLAND_MIN = 1       # ... in clumps of this many px (3 left single white pixels that smeared into spots),
 ISLAND_LIKE = 0.12   # ... of a colour this close (a channel) to ...
 ISLAND_RING = 0.3    # ... this share of the stroke pixels around them,
 ISLAND_EVIDENCE = 0.05  # ... with this much stroke probability (median) in them
@@ -1160,7 +1160,7 @@ def _fill_islands(rgb: np.ndarray, strokes: np.ndarray, evidence: np.ndarray, di
     overlay does not. So a hole up to ISLAND_AREA line heights squared
     (``heights``: the lines' box heights, their median taken) is
     compared with the photo inpainted over it from around the mark (Telea),
-    and its clumps of ISLAND_MIN px or more standing ISLAND_DIFF off join the
+    and its clumps (of ISLAND_MIN px or more) standing ISLAND_DIFF off join the
     strokes when they also look like the mark they touch: ISLAND_RING of the
     stroke pixels around them within ISLAND_LIKE of their colour (the photo
     in a counter can differ from the ground filled in around the text, a
