@@ -205,7 +205,7 @@ def _ring_over_gradient(inside_white: bool):
 def test_overlay_left_in_a_hole_of_the_mask_joins_it_and_a_counter_does_not():
     """Where a white caption crosses a green one, a clump of white can stay out
     of the mask, enclosed by it, and the inpainter smears it over the whole
-    hole (retina-text-overlap: 22.3 dB inside the text, 29.3 once it joins).
+    hole (retina-text-overlap: 22.3 dB inside the text, 29.8 once it joins).
     The hole's own photo (a glyph's counter) stays out of the mask."""
     from worker.mask import _fill_islands
 

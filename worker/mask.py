@@ -84,8 +84,8 @@ BLUR_PX = 4.0         # local means wider than this many px per sigma are taken 
 NEAR_PX = 12.0        # a line's reach is computed with its height reduced to this many px
 BLOB_FACTOR = 4.0    # parts thicker than this many stroke half-widths are photo, not text
 ISLAND_AREA = 0.1    # a hole in the mask up to this many line heights squared (with a 6 px floor) ...
-ISLAND_DIFF = 0.25   # ... holds overlay where its pixels stand this far (a channel) from the photo filled in around it,
-ISLAND_MIN = 1       # ... in clumps of this many px (3 left single white pixels that smeared into spots),
+ISLAND_DIFF = 0.25   # ... holds overlay where its pixels (single ones too) stand this far (a channel) from the
+                     # photo filled in around it, in clumps
 ISLAND_LIKE = 0.12   # ... of a colour this close (a channel) to ...
 ISLAND_RING = 0.3    # ... this share of the stroke pixels around them,
 ISLAND_EVIDENCE = 0.05  # ... with this much stroke probability (median) in them
@@ -1160,7 +1160,7 @@ def _fill_islands(rgb: np.ndarray, strokes: np.ndarray, evidence: np.ndarray, di
     overlay does not. So a hole up to ISLAND_AREA line heights squared
     (``heights``: the lines' box heights, their median taken) is
     compared with the photo inpainted over it from around the mark (Telea),
-    and its clumps (of ISLAND_MIN px or more) standing ISLAND_DIFF off join the
+    and its clumps (single pixels too) standing ISLAND_DIFF off join the
     strokes when they also look like the mark they touch: ISLAND_RING of the
     stroke pixels around them within ISLAND_LIKE of their colour (the photo
     in a counter can differ from the ground filled in around the text, a
@@ -1183,19 +1183,22 @@ def _fill_islands(rgb: np.ndarray, strokes: np.ndarray, evidence: np.ndarray, di
     crop = np.clip(np.rint(rgb[y0:y1, x0:x1] * 255), 0, 255).astype(np.uint8)
     photo = cv2.inpaint(crop, (core[y0:y1, x0:x1] | islands).astype(np.uint8), 3, cv2.INPAINT_TELEA)
     off = np.abs(crop.astype(np.int16) - photo.astype(np.int16)).max(axis=2)
-    found = _drop_specks(islands & (off >= ISLAND_DIFF * 255), ISLAND_MIN)
-    count, clumps = cv2.connectedComponents(found.astype(np.uint8), connectivity=8)
+    found = islands & (off >= ISLAND_DIFF * 255)
+    count, clumps, boxes, _ = cv2.connectedComponentsWithStats(found.astype(np.uint8), connectivity=8)
     out = strokes.copy()
-    mark = strokes[y0:y1, x0:x1]   # the strokes themselves: the margin around them is photo
-    near = _disk(dilate + 2)   # across the margin to the strokes
-    for j in range(1, count):
-        clump = clumps == j
-        ring = cv2.dilate(clump.astype(np.uint8), near).astype(bool) & mark
-        colour = np.median(crop[clump].astype(np.int16), axis=0)
-        like = np.abs(crop[ring].astype(np.int16) - colour).max(axis=1) <= ISLAND_LIKE * 255
+    reach = dilate + 2   # across the margin to the strokes (the margin itself is photo)
+    near = _disk(reach)
+    for j in range(1, count):   # each clump on its own window, reach px wider
+        cx, cy, cw, ch = boxes[j, :4]
+        wy = slice(max(0, cy - reach), cy + ch + reach)
+        wx = slice(max(0, cx - reach), cx + cw + reach)
+        clump = clumps[wy, wx] == j
+        piece = crop[wy, wx].astype(np.int16)
+        ring = cv2.dilate(clump.astype(np.uint8), near).astype(bool) & strokes[y0:y1, x0:x1][wy, wx]
+        like = np.abs(piece[ring] - np.median(piece[clump], axis=0)).max(axis=1) <= ISLAND_LIKE * 255
         if (ring.any() and like.mean() >= ISLAND_RING   # it looks like the overlay it touches
-                and np.median(evidence[y0:y1, x0:x1][clump]) >= ISLAND_EVIDENCE):   # and shows some of it
-            out[y0:y1, x0:x1] |= clump
+                and np.median(evidence[y0:y1, x0:x1][wy, wx][clump]) >= ISLAND_EVIDENCE):   # and shows some of it
+            out[y0:y1, x0:x1][wy, wx] |= clump
     return out
 
 
